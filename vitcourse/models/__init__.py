@@ -1,0 +1,6 @@
+"""Models by name: ``create_model(name, **kwargs)``; ``list_models()`` lists the names.
+
+Each module registers its constructors when imported, so importing this package fills the registry.
+"""
+from .registry import create_model, list_models, register_model
+from . import resnet  # noqa: F401  (registers models)

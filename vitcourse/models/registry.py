@@ -1,0 +1,32 @@
+"""One way to build a model by name: ``create_model("resnet20", num_classes=10)``."""
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import torch.nn as nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator: ``@register_model("vit_tiny")`` makes the constructor available by name."""
+    def wrap(fn):
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _MODELS[name] = fn
+        return fn
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model. Image models take ``num_classes``, ``in_channels``, ``image_size``."""
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, _MODELS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}.")
+    return _MODELS[name](**kwargs)

@@ -1,0 +1,102 @@
+"""Attention: scaled dot-product, masks, and multi-head attention.
+
+Mask convention (the one of ``F.scaled_dot_product_attention``): a boolean mask is True where
+attending is allowed. Masked scores become -inf before the softmax, so they get exactly zero weight.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def dot_product_attention(query, key, value, mask=None, scale=None, dropout_p: float = 0.0):
+    """Attention(Q, K, V) = softmax(Q K^T * scale) V  (Vaswani et al. 2017, eq. 1).
+
+    ``scale=None`` means 1/sqrt(d_k); ``scale=1.0`` is the unscaled form of the seed-003 example.
+    Shapes: query (..., n, d_k), key (..., m, d_k), value (..., m, d_v); mask broadcastable to
+    (..., n, m), True = may attend. Returns (context (..., n, d_v), weights (..., n, m)).
+    A query whose every key is masked gets all-zero weights (and a zero context), not NaN.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        # softmax over a row of -inf is 0/0; such a row attends to nothing.
+        weights = weights.nan_to_num(0.0)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return torch.matmul(weights, value), weights
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """(batch, max_len) boolean mask, True on real tokens and False on padding.
+
+    Use as ``mask[:, None, None, :]`` to hide padded keys from every query of every head.
+    """
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def causal_mask(n: int, device=None) -> torch.Tensor:
+    """(n, n) lower-triangular boolean mask: position t attends to positions <= t only."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+    (Vaswani et al. 2017, section 3.2.2).
+
+    The h projections are one fused ``qkv`` linear layer (rows ordered q | k | v, heads contiguous,
+    the layout of ``torch.nn.MultiheadAttention.in_proj_weight``). The fast path is
+    ``F.scaled_dot_product_attention``; ``need_weights=True`` takes the explicit path, which also
+    returns the (batch, heads, n, m) attention weights for plots. Both give the same output.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(
+                f"width {dim} is not divisible by {num_heads} heads: each head gets width/heads "
+                f"channels. Pick heads that divide the width (divisors of {dim}: "
+                f"{[h for h in range(1, min(dim, 32) + 1) if dim % h == 0]}).")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+
+    def _project(self, x, context):
+        """Q from x; K and V from context (cross-attention) or from x (self-attention)."""
+        if context is None:
+            return rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x, w[: self.dim], None if b is None else b[: self.dim])
+        kv = F.linear(context, w[self.dim:], None if b is None else b[self.dim:])
+        q = rearrange(q, "b n (h d) -> b h n d", h=self.num_heads)
+        k, v = rearrange(kv, "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
+        return q, k, v
+
+    def forward(self, x, context=None, mask=None, need_weights: bool = False):
+        """x: (batch, n, dim); context: (batch, m, dim) or None; mask broadcastable to
+        (batch, heads, n, m), True = may attend. Returns (output, weights or None)."""
+        q, k, v = self._project(x, context)
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = dot_product_attention(q, k, v, mask=mask, dropout_p=p)
+        else:
+            weights = None
+            if mask is not None:
+                # Rows with no allowed key would give NaN in some kernels: let them attend
+                # everywhere, then zero their output (what the explicit path returns).
+                live = mask.any(dim=-1, keepdim=True)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~live, dropout_p=p)
+                out = out * live
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)")), weights

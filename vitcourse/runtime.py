@@ -1,0 +1,114 @@
+"""Where and how the course runs: device, precision, profile, seeds, and an environment report.
+
+Every notebook reads its knobs through ``budget(smoke=..., cpu=..., gpu=...)`` so that one file
+serves CI (seconds), a laptop CPU (minutes) and a Colab GPU (the real experiments).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "cpu", "gpu")
+
+
+def device(prefer_mps: bool = False) -> torch.device:
+    """CUDA when available, else the CPU. Apple's MPS is used only when asked for."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if prefer_mps and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def profile() -> str:
+    """The active profile: ``$VITCOURSE_PROFILE``, else ``gpu`` with CUDA and ``cpu`` without."""
+    value = os.environ.get("VITCOURSE_PROFILE", "").strip().lower()
+    if not value:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if value not in PROFILES:
+        raise ValueError(
+            f"VITCOURSE_PROFILE={value!r} is not a profile; use one of {', '.join(PROFILES)} "
+            "(e.g. `export VITCOURSE_PROFILE=smoke`), or unset it for the default.")
+    return value
+
+
+def budget(*, smoke, cpu, gpu):
+    """The value for the active profile, e.g. ``epochs = budget(smoke=1, cpu=5, gpu=100)``."""
+    return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[profile()]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How to train on a device: autocast dtype (None = fp32) and whether fp16 needs a GradScaler."""
+    name: str
+    dtype: torch.dtype | None
+    use_scaler: bool
+
+    def autocast(self, device_type: str):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=self.dtype)
+
+
+def precision_for(dev: torch.device | str | None = None) -> Precision:
+    """The precision policy. Decided from the compute capability, not ``is_bf16_supported()``
+    (which says yes on a T4, where bf16 is emulated and slow): bf16 on sm80+ (A100, H100...),
+    fp16 with a GradScaler below (T4, V100), fp32 on the CPU."""
+    dev = torch.device(dev) if dev is not None else device()
+    if dev.type != "cuda":
+        return Precision("fp32", None, False)
+    major, _ = torch.cuda.get_device_capability(dev)
+    if major >= 8:
+        return Precision("bf16", torch.bfloat16, False)
+    return Precision("fp16", torch.float16, True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def torchvision_ops_problem() -> str | None:
+    """None when torchvision's compiled operators load, else the error with the fix."""
+    try:
+        import torchvision
+        torchvision.ops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
+    except Exception as err:  # the torch/torchvision mismatch shows up here first
+        return (f"torchvision's compiled operators do not load ({err}). torch and torchvision come "
+                "from mismatched builds; reinstall them together, e.g. "
+                "`pip install --upgrade torch torchvision` (on Colab: restart the runtime and do not "
+                "reinstall torch).")
+    return None
+
+
+def environment_report() -> str:
+    """Versions, device, precision and profile as a short text; warns on a torch/torchvision mismatch."""
+    import torchvision
+    dev = device()
+    lines = [
+        f"python       {platform.python_version()}",
+        f"torch        {torch.__version__}",
+        f"torchvision  {torchvision.__version__}",
+    ]
+    if dev.type == "cuda":
+        cap = torch.cuda.get_device_capability(dev)
+        lines.append(f"device       {torch.cuda.get_device_name(dev)} (sm{cap[0]}{cap[1]})")
+    else:
+        lines.append(f"device       {dev.type} ({platform.processor() or platform.machine()}, "
+                     f"{torch.get_num_threads()} threads)")
+    lines.append(f"precision    {precision_for(dev).name}")
+    lines.append(f"profile      {profile()}")
+    problem = torchvision_ops_problem()
+    if problem:
+        warnings.warn(problem)
+        lines.append(f"WARNING      {problem}")
+    return "\n".join(lines)
