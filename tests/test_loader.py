@@ -1,0 +1,89 @@
+from dataclasses import replace
+
+import pytest
+import torch
+
+from vitcourse.data import DeviceLoader, random_crop, synthetic
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic("train", n=300)
+
+
+def _epoch(loader):
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def test_batches_cover_the_split_once_and_are_normalised(data):
+    loader = DeviceLoader(data, 64, shuffle=True, device="cpu")
+    batches = _epoch(loader)
+    assert len(batches) == len(loader) == 5 and batches[-1][0].shape[0] == 300 - 4 * 64
+    labels = torch.cat([y for _, y in batches])
+    assert torch.equal(labels.sort().values, data.labels.sort().values)
+    x = torch.cat([x for x, _ in batches])
+    assert x.dtype == torch.float32 and abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+    assert len(DeviceLoader(data, 64, drop_last=True, device="cpu")) == 4
+    assert all(x.shape[0] == 64 for x, _ in DeviceLoader(data, 64, drop_last=True, device="cpu"))
+
+
+def test_same_seed_same_batches_new_epoch_new_order(data):
+    kw = dict(crop_padding=4, flip=True, seed=7, device="cpu")
+    a, b = DeviceLoader(data, 32, **kw), DeviceLoader(data, 32, **kw)
+    first_a, first_b = _epoch(a), _epoch(b)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(first_a, first_b))
+    second = _epoch(a)  # the epoch counter advanced: a new shuffle
+    assert not torch.equal(first_a[0][1], second[0][1])
+    a.set_epoch(0)  # replaying epoch 0 (what resume does) gives it back exactly
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(_epoch(a), first_a))
+    other_seed = _epoch(DeviceLoader(data, 32, crop_padding=4, flip=True, seed=8, device="cpu"))
+    assert not torch.equal(other_seed[0][1], first_a[0][1])
+
+
+def test_crop_and_flip_are_drawn_per_sample():
+    one = synthetic("train", n=1)
+    same = replace(one, images=one.images.repeat(256, 1, 1, 1), labels=one.labels.repeat(256))
+    (x, _), = DeviceLoader(same, 256, shuffle=False, crop_padding=4, device="cpu")
+    distinct = {tuple(v.flatten()[::7].tolist()) for v in x}
+    assert len(distinct) > 30, "identical images should get different crops within one batch"
+    (x, _), = DeviceLoader(same, 256, shuffle=False, flip=True, device="cpu")
+    flipped = torch.tensor([torch.equal(v, x[0]) for v in x])
+    assert 50 < flipped.sum() < 206  # about half match the first image, half are its mirror
+
+
+def test_random_crop_moves_content_by_at_most_the_padding():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
+    g = torch.Generator().manual_seed(0)
+    out = random_crop(x, 2, g)
+    assert out.shape == x.shape
+    for i in range(2):  # every crop is a shifted window of the zero-padded image
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        windows = [padded[:, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_mixup_cutmix_give_soft_targets(data):
+    loader = DeviceLoader(data, 50, mixup_alpha=0.8, cutmix_alpha=1.0, seed=1, device="cpu")
+    x, y = next(iter(loader))
+    assert y.shape == (50, 10) and y.dtype == torch.float32
+    assert torch.allclose(y.sum(1), torch.ones(50))
+    assert (y.max(1).values < 1).any(), "some targets should be mixed"
+    x2, y2 = next(iter(DeviceLoader(data, 50, mixup_alpha=0.8, cutmix_alpha=1.0, seed=1, device="cpu")))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_randaugment_is_seeded_and_changes_images(data):
+    plain = next(iter(DeviceLoader(data, 64, shuffle=False, device="cpu")))[0]
+    a = next(iter(DeviceLoader(data, 64, shuffle=False, randaugment=True, seed=2, device="cpu")))[0]
+    b = next(iter(DeviceLoader(data, 64, shuffle=False, randaugment=True, seed=2, device="cpu")))[0]
+    assert torch.equal(a, b) and not torch.equal(a, plain)
+    # randomness per group: different groups of the same batch get different ops
+    group_changes = [(a[i:i + 16] - plain[i:i + 16]).abs().mean().item() for i in range(0, 64, 16)]
+    assert len({round(c, 4) for c in group_changes}) > 1
+
+
+def test_bad_batch_sizes(data):
+    with pytest.raises(ValueError, match="batch_size"):
+        DeviceLoader(data, 0, device="cpu")
+    with pytest.raises(ValueError, match="drop_last"):
+        DeviceLoader(data, 1000, drop_last=True, device="cpu")

@@ -1,0 +1,73 @@
+import warnings
+
+import pytest
+import torch
+
+import vitcourse
+from vitcourse import runtime
+
+
+def test_profile_default_and_explicit(monkeypatch):
+    monkeypatch.delenv("VITCOURSE_PROFILE", raising=False)
+    assert runtime.profile() == ("gpu" if torch.cuda.is_available() else "cpu")
+    for p in ("smoke", "cpu", "gpu"):
+        monkeypatch.setenv("VITCOURSE_PROFILE", p)
+        assert runtime.profile() == p
+        assert vitcourse.budget(smoke=1, cpu=2, gpu=3) == {"smoke": 1, "cpu": 2, "gpu": 3}[p]
+
+
+def test_unknown_profile_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("VITCOURSE_PROFILE", "laptop")
+    with pytest.raises(ValueError, match="smoke, cpu, gpu"):
+        runtime.profile()
+
+
+def test_device_is_cpu_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.device().type == "cpu"
+
+
+@pytest.mark.parametrize("capability,name,dtype,scaler", [
+    ((7, 5), "fp16", torch.float16, True),    # T4
+    ((7, 0), "fp16", torch.float16, True),    # V100
+    ((8, 0), "bf16", torch.bfloat16, False),  # A100
+    ((9, 0), "bf16", torch.bfloat16, False),  # H100
+])
+def test_precision_follows_compute_capability(monkeypatch, capability, name, dtype, scaler):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: capability)
+    # A T4 reports bf16 support; the policy must not ask it.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    policy = runtime.precision_for(torch.device("cuda"))
+    assert (policy.name, policy.dtype, policy.use_scaler) == (name, dtype, scaler)
+
+
+def test_precision_on_cpu_is_fp32():
+    policy = runtime.precision_for("cpu")
+    assert policy.dtype is None and not policy.use_scaler
+    with policy.autocast("cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_seed_everything_repeats():
+    runtime.seed_everything(3)
+    a = torch.rand(3)
+    runtime.seed_everything(3)
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_environment_report_lists_versions(monkeypatch):
+    monkeypatch.setenv("VITCOURSE_PROFILE", "smoke")
+    report = runtime.environment_report()
+    for word in ("python", "torch", "torchvision", "device", "precision", "profile", "smoke"):
+        assert word in report
+
+
+def test_environment_report_warns_on_torchvision_mismatch(monkeypatch):
+    import torchvision
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operator torchvision::nms does not exist")
+    monkeypatch.setattr(torchvision.ops, "nms", broken)
+    with pytest.warns(UserWarning, match="reinstall"):
+        report = runtime.environment_report()
+    assert "torchvision::nms" in report

@@ -1,0 +1,128 @@
+"""``DeviceLoader``: the whole split lives on the device; batches are cut and augmented there.
+
+A ``torch.utils.data.DataLoader`` decodes, crops and flips one image at a time in worker processes,
+then copies each batch to the GPU. For 32x32 images that per-image Python work, not the model, is
+what limits a Colab T4. Here the uint8 tensor is moved to the device once, and every augmentation is
+one batched tensor operation: per-sample random offsets and flips come from one ``randint`` each.
+
+Randomness: crop offsets and flips are drawn per sample. RandAugment (torchvision.transforms.v2)
+draws one op sequence per call, so it is applied per *group* of ``randaugment_group`` samples.
+MixUp/CutMix (torchvision.transforms.v2) draw one mixing coefficient per batch, as in the papers.
+Everything comes from generators seeded with (seed, epoch): the same seed gives the same batches,
+and ``set_epoch(k)`` reproduces epoch k exactly, which is how training resumes exactly.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..runtime import device as default_device
+from .images import ImageData
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``padding`` on every side, then cut an HxW window at a random offset per sample."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator, device=x.device)
+    rows = dy + torch.arange(h, device=x.device)  # (n, h): the rows each sample keeps
+    cols = dx + torch.arange(w, device=x.device)  # (n, w)
+    # Advanced indexing with broadcast index tensors: one gather for the whole batch.
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the samples left-right."""
+    flip = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=x.device) < 0.5
+    return torch.where(flip, x.flip(-1), x)
+
+
+class DeviceLoader:
+    """Iterate over ``data`` in batches of normalised float images (N, C, H, W) and labels.
+
+    Labels are int64 class indices, or soft (N, num_classes) float targets when MixUp or CutMix is on.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = True, crop_padding: int = 0,
+                 flip: bool = False, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                 randaugment: bool = False, randaugment_group: int = 16, drop_last: bool = False,
+                 seed: int = 0, device=None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if drop_last and batch_size > len(data):
+            raise ValueError(f"batch_size {batch_size} is larger than the data ({len(data)} images) "
+                             "and drop_last=True would give no batch; lower batch_size")
+        self.data, self.batch_size, self.shuffle, self.drop_last = data, batch_size, shuffle, drop_last
+        self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
+        self.randaugment_group = randaugment_group
+        self.device = torch.device(device) if device is not None else default_device()
+        self.images = data.images.to(self.device)  # uint8 on the device: 4x smaller than float
+        self.labels = data.labels.to(self.device)
+        self.num_classes = len(data.classes)
+        c = data.images.shape[1]
+        self.mean = torch.tensor(data.mean, device=self.device).view(1, c, 1, 1) * 255
+        self.std = torch.tensor(data.std, device=self.device).view(1, c, 1, 1) * 255
+        self.randaugment = self._make_randaugment() if randaugment else None
+        self.mix = self._make_mix(mixup_alpha, cutmix_alpha)
+        self.epoch = 0
+
+    def _make_randaugment(self):
+        from torchvision.transforms import v2
+        return v2.RandAugment()
+
+    def _make_mix(self, mixup_alpha: float, cutmix_alpha: float):
+        from torchvision.transforms import v2
+        mixes = []
+        if mixup_alpha > 0:
+            mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=self.num_classes))
+        if cutmix_alpha > 0:
+            mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=self.num_classes))
+        if not mixes:
+            return None
+        return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)  # one of them per batch
+
+    def __len__(self) -> int:
+        n, b = len(self.data), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration produce epoch ``epoch``'s order and augmentations."""
+        self.epoch = epoch
+
+    def _torchvision_random(self, host: torch.Generator):
+        """torchvision's v2 transforms draw from the global RNG: run them in a forked, seeded one."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        ctx = torch.random.fork_rng(devices=devices)
+        seed = int(torch.randint(0, 2**62, (1,), generator=host))
+        return ctx, seed
+
+    def __iter__(self):
+        seed = self.seed * 1_000_003 + self.epoch
+        gen = torch.Generator(device=self.device).manual_seed(seed)  # on-device draws
+        host = torch.Generator().manual_seed(seed)                   # host-side draws (torchvision)
+        n = len(self.data)
+        order = (torch.randperm(n, generator=gen, device=self.device) if self.shuffle
+                 else torch.arange(n, device=self.device))
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x, y = self.images[idx], self.labels[idx]
+            if self.randaugment is not None:
+                ctx, s = self._torchvision_random(host)
+                with ctx:
+                    torch.manual_seed(s)
+                    x = torch.cat([self.randaugment(g) for g in x.split(self.randaugment_group)])
+            if self.crop_padding:
+                x = random_crop(x, self.crop_padding, gen)
+            if self.flip:
+                x = random_flip(x, gen)
+            x = (x.float() - self.mean) / self.std
+            if self.mix is not None:
+                ctx, s = self._torchvision_random(host)
+                with ctx:
+                    torch.manual_seed(s)
+                    x, y = self.mix(x, y)
+            yield x, y
+        self.epoch += 1
