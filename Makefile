@@ -1,0 +1,40 @@
+# make lab | make test | make course PROFILE=smoke|cpu|gpu | make bench | make bench-accuracy
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= smoke
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: setup lab test course clean
+
+# The virtual environment, with the package installed editable with its dev extras.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Unit tests, the notebook pairing check (tests/test_notebooks.py) and nbval over every notebook.
+test: $(STAMP)
+	VITCOURSE_PROFILE=smoke $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env
+
+# Every notebook in order, headless: executed copies and HTML in build/, claims in build/claims.md.
+course: $(STAMP)
+	rm -rf build/claims && mkdir -p build/claims
+	set -e; for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb ($(PROFILE))"; \
+	  VITCOURSE_PROFILE=$(PROFILE) VITCOURSE_CLAIMS_DIR=$(CURDIR)/build/claims \
+	    $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
+	    --output-dir build $$nb; \
+	  $(VENV)/bin/jupyter nbconvert --to html --output-dir build build/$$(basename $$nb); \
+	done
+	$(PY) -m vitcourse.claims build/claims build/claims.md
+
+clean:
+	rm -rf build notebooks/runs runs

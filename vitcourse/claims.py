@@ -1,0 +1,69 @@
+"""Each chapter ends with a claims table: the paper's claim, the numbers this run measured, and
+whether the claim held. The notebook computes ``holds`` from its measurements; nothing is typed in.
+
+    claims = Claims("03_vision_transformer")
+    claims.add("C3a", "learned position embeddings show 2-D structure",
+               measured=f"same-row similarity {row:.2f} vs other {other:.2f}", holds=row > other)
+    claims.show()
+
+``show`` prints the table and saves it as markdown and JSON under ``$VITCOURSE_CLAIMS_DIR``
+(default ``runs/claims``); ``make course`` gathers them into ``build/claims.md``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ._io import atomic_write_json, atomic_write_text
+from .runtime import profile
+
+
+@dataclass
+class Claim:
+    id: str
+    claim: str
+    measured: str
+    holds: bool
+
+
+@dataclass
+class Claims:
+    chapter: str
+    rows: list[Claim] = field(default_factory=list)
+
+    def add(self, id: str, claim: str, measured: str, holds: bool) -> Claim:
+        row = Claim(id, claim, measured, bool(holds))
+        self.rows = [r for r in self.rows if r.id != id] + [row]  # re-running a cell replaces its row
+        return row
+
+    def markdown(self) -> str:
+        p = profile()
+        head = f"### Claims of {self.chapter} (profile: {p})"
+        if p == "smoke":
+            head += "\n\n_Smoke profile: tiny synthetic runs that only check the code; these numbers are not evidence._"
+        lines = [head, "", "| id | claim | measured | holds |", "|---|---|---|---|"]
+        lines += [f"| {r.id} | {r.claim} | {r.measured} | {'yes' if r.holds else 'NO'} |" for r in self.rows]
+        return "\n".join(lines)
+
+    def show(self) -> str:
+        text = self.markdown()
+        print(text)
+        folder = Path(os.environ.get("VITCOURSE_CLAIMS_DIR", "runs/claims"))
+        atomic_write_text(text + "\n", folder / f"{self.chapter}.md")
+        atomic_write_json({"chapter": self.chapter, "profile": profile(),
+                           "claims": [asdict(r) for r in self.rows]}, folder / f"{self.chapter}.json")
+        return text
+
+
+def gather(folder, out) -> str:
+    """Concatenate every chapter's saved table (in chapter order) into one markdown file."""
+    parts = [p.read_text() for p in sorted(Path(folder).glob("*.md"))]
+    text = "# Claims measured by this run of the course\n\n" + "\n\n".join(parts)
+    atomic_write_text(text, out)
+    return text
+
+
+if __name__ == "__main__":  # python -m vitcourse.claims FOLDER OUT
+    import sys
+    print(gather(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,91 @@
+"""A study is a grid of runs. Each finished run is stored as JSON and reused when the notebook runs again.
+
+    study = Study("data_scale")
+    for fraction in (0.01, 0.1, 1.0):
+        study.run({"model": "resnet20", "fraction": fraction}, train_one)   # train_one(config) -> dict
+    print(study.table(["model", "fraction", "test_acc"]))
+
+``train_one`` returns a dict with "metrics" (final numbers) and optionally "history". A Colab
+disconnect in the middle of a grid loses at most the run in progress: the finished ones are on disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+from ._io import atomic_write_json
+from .runtime import profile
+
+
+def run_key(config: dict) -> str:
+    """A readable, stable file name for a config: its values plus a short hash of the whole."""
+    canonical = json.dumps(config, sort_keys=True, default=str)
+    slug = "-".join(f"{k}={v}" for k, v in sorted(config.items()))
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", slug)[:80]
+    return f"{slug}-{hashlib.sha1(canonical.encode()).hexdigest()[:8]}"
+
+
+class Study:
+    """Runs stored under ``root/name/<profile>/`` (a smoke run never stands in for a cpu or gpu one)."""
+
+    def __init__(self, name: str, root="runs"):
+        self.name = name
+        self.folder = Path(root) / name / profile()
+
+    def path(self, config: dict) -> Path:
+        return self.folder / f"{run_key(config)}.json"
+
+    def run(self, config: dict, fn: Callable[[dict], dict]) -> dict:
+        """The stored record for ``config`` if it finished before, else ``fn(config)`` stored."""
+        path = self.path(config)
+        if path.exists():
+            try:
+                record = json.loads(path.read_text())
+                if record.get("config") == json.loads(json.dumps(config, default=str)):
+                    return record
+            except json.JSONDecodeError:
+                pass  # unreadable: run it again (atomic writes make this rare)
+        out = fn(config)
+        if "metrics" not in out:
+            raise ValueError(f"the run function must return a dict with 'metrics'; it returned keys {list(out)}")
+        history = out.get("history")
+        if hasattr(history, "to_dict"):
+            history = history.to_dict()
+        record = {"config": config, "metrics": out["metrics"], "history": history}
+        atomic_write_json(record, path)
+        return json.loads(json.dumps(record, default=str))
+
+    def results(self) -> list[dict]:
+        """Every stored record of this study, config and metrics flattened into one dict each."""
+        rows = []
+        for path in sorted(self.folder.glob("*.json")):
+            record = json.loads(path.read_text())
+            rows.append({**record["config"], **record["metrics"], "_history": record.get("history")})
+        return rows
+
+    def table(self, columns: list[str], rows: list[dict] | None = None) -> str:
+        """A markdown table of the given columns (numbers with 4 significant digits)."""
+        rows = self.results() if rows is None else rows
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+        return "\n".join(lines)
+
+    def plot(self, x: str, y: str, hue: str | None = None, ax=None, logx: bool = False):
+        """``y`` against ``x``, one line per value of ``hue``."""
+        import matplotlib.pyplot as plt
+        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        groups: dict = {}
+        for r in self.results():
+            groups.setdefault(r.get(hue) if hue else y, []).append((r[x], r[y]))
+        for label, points in groups.items():
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=str(label))
+        if logx:
+            ax.set_xscale("log")
+        ax.set(xlabel=x, ylabel=y, title=f"{self.name}: {y} against {x}")
+        ax.legend(title=hue)
+        return ax

@@ -1,0 +1,278 @@
+"""``fit`` and ``evaluate``: the one training loop every chapter uses.
+
+AdamW with decoupled weight decay (on weights, not on norms, biases or embeddings), a linear warm-up
+then cosine decay stepped per batch, label smoothing and soft targets (MixUp/CutMix), gradient
+clipping, the precision policy of ``vitcourse.runtime``, optional ``torch.compile``, and atomic
+checkpoints after every epoch from which a run resumes exactly.
+
+Command line: ``python -m vitcourse.train --model resnet20 --dataset fashion_mnist --epochs 5 --out runs/r20``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import runtime
+from ._io import atomic_write_json
+from .checkpoint import load_checkpoint, save_checkpoint
+
+IGNORE_INDEX = -100  # targets with this value (sequence padding) count for neither loss nor accuracy
+
+
+@dataclass
+class History:
+    """Per-epoch records: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, images_per_s."""
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict:
+        return self.epochs[-1] if self.epochs else {}
+
+    def __getitem__(self, key: str) -> list:
+        return [e.get(key) for e in self.epochs]
+
+    def to_dict(self) -> dict:
+        return {"epochs": self.epochs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(list(d["epochs"]))
+
+    def plot(self, title: str = "training curves"):
+        """Loss and accuracy against epoch, train and validation."""
+        import matplotlib.pyplot as plt
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+            for split in ("train", "val"):
+                values = self[f"{split}_{metric}"]
+                if any(v is not None for v in values):
+                    ax.plot(self["epoch"], values, marker="o", label=split)
+            ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+            ax.legend()
+        fig.tight_layout()
+        return fig
+
+
+def logits_of(outputs):
+    """The class logits of a model output (a DeiT-style tuple gives its first element)."""
+    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+def cross_entropy(outputs, targets, label_smoothing: float = 0.0):
+    """Cross-entropy over the last dimension; (B, T, V) sequence outputs are flattened and targets
+    equal to IGNORE_INDEX are skipped; float targets are soft labels (MixUp/CutMix)."""
+    logits = logits_of(outputs)
+    logits = logits.reshape(-1, logits.shape[-1])
+    targets = targets.reshape(-1, targets.shape[-1]) if targets.is_floating_point() else targets.reshape(-1)
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, ignore_index=IGNORE_INDEX)
+
+
+def _correct_and_count(outputs, targets):
+    """(number of correct predictions, number of counted targets), both as device tensors (no sync)."""
+    pred = logits_of(outputs).argmax(-1)
+    if targets.is_floating_point():  # soft labels: the class with the largest share
+        targets = targets.argmax(-1)
+    valid = targets != IGNORE_INDEX
+    return ((pred == targets) & valid).sum(), valid.sum()
+
+
+def _to(x, dev):
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(t, dev) for t in x)
+    return x.to(dev, non_blocking=True) if torch.is_tensor(x) else x
+
+
+def _call(model, inputs):
+    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels only: decaying norms, biases, the class token or
+    position embeddings pulls them to zero for no gain (the convention of BERT, ViT and timm)."""
+    skip = set(getattr(model, "no_weight_decay", lambda: ())())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """lr multiplier: linear from ~0 to 1 over warm-up, then cosine from 1 to 0 (Loshchilov & Hutter 2017)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, loss_fn=None, device=None) -> dict:
+    """Mean loss and accuracy of ``model`` over ``loader`` (eval mode, no gradients)."""
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    policy = runtime.precision_for(dev)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    count = torch.zeros((), device=dev, dtype=torch.long)
+    for inputs, targets in loader:
+        inputs, targets = _to(inputs, dev), _to(targets, dev)
+        with policy.autocast(dev.type):
+            outputs = _call(model, inputs)
+        loss = loss_fn(outputs, targets, inputs) if loss_fn else cross_entropy(outputs, targets)
+        c, k = _correct_and_count(outputs, targets)
+        loss_sum += loss.float() * k
+        correct += c
+        count += k
+    model.train(was_training)
+    n = max(int(count), 1)
+    return {"loss": float(loss_sum) / n, "acc": int(correct) / n}
+
+
+def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.05,
+        warmup_epochs: float = 0.0, label_smoothing: float = 0.0, grad_clip: float | None = 1.0,
+        betas=(0.9, 0.999), compile: bool = False, checkpoint=None, resume: bool = True,
+        loss_fn=None, progress: bool = True, on_epoch_end=None, device=None) -> History:
+    """Train ``model`` on ``train`` (re-iterable (inputs, targets) batches with a len()) for ``epochs``.
+
+    ``checkpoint``: a path written atomically after every epoch; when it exists and ``resume`` is
+    true, training continues from it (a finished run returns its history at once).
+    ``loss_fn(outputs, targets, inputs)`` replaces the default label-smoothed cross-entropy, e.g.
+    for distillation. ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint.
+    """
+    dev = torch.device(device) if device is not None else runtime.device()
+    model.to(dev)
+    policy = runtime.precision_for(dev)
+    steps_per_epoch = len(train)
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader yields no batch; lower the batch size or turn off drop_last")
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)))
+    scaler = torch.amp.GradScaler(dev.type) if policy.use_scaler else None
+    history, start = History(), 0
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        history, start = History(state["history"]), state["epoch"]
+    if compile:
+        model.compile()  # in place: state_dict keys stay plain, checkpoints stay portable
+    criterion = loss_fn or (lambda out, tgt, inp: cross_entropy(out, tgt, label_smoothing))
+    refresh = max(1, steps_per_epoch // 10)  # host syncs for the progress bar: ~10 per epoch
+
+    for epoch in range(start, epochs):
+        model.train()
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        count = torch.zeros((), device=dev, dtype=torch.long)
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(train, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not progress, leave=False)
+        for step, (inputs, targets) in enumerate(bar):
+            inputs, targets = _to(inputs, dev), _to(targets, dev)
+            with policy.autocast(dev.type):
+                outputs = _call(model, inputs)
+            loss = criterion(outputs, targets, inputs)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            else:
+                loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            c, k = _correct_and_count(outputs, targets)
+            loss_sum += loss.detach().float() * k
+            correct += c
+            count += k
+            seen += targets.shape[0]
+            if progress and (step + 1) % refresh == 0:
+                n = max(int(count), 1)
+                bar.set_postfix(loss=f"{float(loss_sum) / n:.3f}", acc=f"{int(correct) / n:.3f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        n = max(int(count), 1)  # one sync per epoch
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / n, "train_acc": int(correct) / n,
+                  "lr": scheduler.get_last_lr()[0], "seconds": seconds, "images_per_s": seen / seconds}
+        if val is not None:
+            metrics = evaluate(model, val, device=dev)
+            record.update(val_loss=metrics["loss"], val_acc=metrics["acc"])
+        history.epochs.append(record)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                            epoch=epoch + 1, history=history.epochs)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, history)
+    return history
+
+
+def main(argv=None) -> dict:
+    """``python -m vitcourse.train``: train a registered model on a data set, write checkpoint + history."""
+    from .data import DeviceLoader, load, subset
+    from .models import create_model
+
+    p = argparse.ArgumentParser(prog="python -m vitcourse.train", description=main.__doc__)
+    p.add_argument("--model", required=True, help="a name from vitcourse.models.list_models()")
+    p.add_argument("--dataset", required=True, help="cifar10, cifar100, fashion_mnist or synthetic")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", required=True, help="folder for checkpoint.pt and history.json")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--crop-padding", type=int, default=0)
+    p.add_argument("--flip", action="store_true")
+    p.add_argument("--subset", type=float, default=None, help="fraction of the train split to use")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists() and not args.resume:
+        p.error(f"{ckpt} exists; pass --resume to continue that run, or choose another --out")
+    runtime.seed_everything(args.seed)
+    train, test = load(args.dataset, "train"), load(args.dataset, "test")
+    if args.subset:
+        train = subset(train, args.subset, seed=args.seed)
+    c, h, _ = train.shape
+    model = create_model(args.model, num_classes=len(train.classes), in_channels=c, image_size=h)
+    train_loader = DeviceLoader(train, args.batch_size, crop_padding=args.crop_padding, flip=args.flip,
+                                seed=args.seed)
+    test_loader = DeviceLoader(test, 512, shuffle=False)
+    history = fit(model, train_loader, test_loader, epochs=args.epochs, lr=args.lr,
+                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                  label_smoothing=args.label_smoothing, checkpoint=ckpt, resume=args.resume,
+                  progress=not args.no_progress)
+    result = {"args": vars(args), "history": history.to_dict(), "final": history.last}
+    atomic_write_json(result, out / "history.json")
+    print(json.dumps(history.last))
+    return result
+
+
+if __name__ == "__main__":
+    main()
