@@ -1,4 +1,6 @@
 """Building blocks: attention, positions, Transformer layers, stochastic depth."""
-from .attention import MultiHeadAttention, causal_mask, dot_product_attention, padding_mask
+from .attention import (AdditiveAttention, MultiHeadAttention, causal_mask, dot_product_attention,
+                        padding_mask)
 from .drop_path import DropPath
-from .transformer import MLP, EncoderLayer
+from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
+from .transformer import MLP, DecoderLayer, EncoderLayer, Transformer

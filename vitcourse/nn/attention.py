@@ -100,3 +100,37 @@ class MultiHeadAttention(nn.Module):
             else:
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         return self.proj(rearrange(out, "b h n d -> b n (h d)")), weights
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau et al. (2015), eq. 5-6:  e_ij = v^T tanh(W s_{i-1} + U h_j),  alpha_ij = softmax_j(e_ij),
+    c_i = sum_j alpha_ij h_j.
+
+    The score is a one-hidden-layer MLP of the decoder state s_{i-1} (the query) and each encoder
+    output h_j (the keys). ``U h_j`` does not depend on the decoder step, so a decoder computes it
+    once with ``project_keys`` and passes it back in as ``projected_keys`` at every step.
+    """
+
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
+        super().__init__()
+        self.W = nn.Linear(query_dim, attn_dim, bias=False)
+        self.U = nn.Linear(key_dim, attn_dim)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def project_keys(self, keys):
+        return self.U(keys)
+
+    def forward(self, query, keys, values=None, mask=None, projected_keys=None):
+        """query (B, query_dim); keys (B, m, key_dim); values (B, m, d_v), default ``keys``;
+        mask (B, m) bool, True on real tokens (``padding_mask(lengths)``).
+        Returns (context (B, d_v), weights (B, m)); padded positions get weight exactly 0."""
+        values = keys if values is None else values
+        uh = self.project_keys(keys) if projected_keys is None else projected_keys
+        energies = self.v(torch.tanh(self.W(query)[:, None, :] + uh)).squeeze(-1)  # (B, m)
+        if mask is not None:
+            energies = energies.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(energies, dim=-1)
+        if mask is not None:
+            weights = weights.nan_to_num(0.0)  # a fully padded row attends to nothing
+        context = torch.einsum("bm,bmd->bd", weights, values)
+        return context, weights
