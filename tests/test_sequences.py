@@ -80,3 +80,14 @@ def test_bad_arguments_name_the_fix():
         make_task("copy", min_len=10, max_len=5)
     with pytest.raises(ValueError, match="batch_size"):
         SequenceLoader(make_task().sample(4), 0)
+
+
+def test_bucketing_keeps_every_pair_and_cuts_padding():
+    pairs = make_task("reverse", max_len=40).sample(640, seed=0)
+    plain = SequenceLoader(pairs, 32, seed=1, device="cpu")
+    bucketed = SequenceLoader(pairs, 32, seed=1, bucket=True, device="cpu")
+    assert len(list(bucketed)) == len(bucketed) == len(plain)
+    seen = sorted(tuple(s[:n].tolist()) for (src, lengths, _), _ in bucketed for s, n in zip(src, lengths))
+    assert seen == sorted(tuple(s.tolist()) for s, _ in pairs)
+    width = lambda loader: sum(src.shape[1] for (src, _, _), _ in loader)  # noqa: E731
+    assert width(bucketed) < 0.75 * width(plain)

@@ -125,17 +125,22 @@ class SequenceLoader:
     """Batches of a list of pairs, re-iterable, with ``len()``: what ``vitcourse.train.fit`` takes.
 
     Each iteration is one epoch; with ``shuffle`` the order comes from a generator seeded with
-    (seed, epoch), so runs repeat exactly and ``set_epoch(k)`` reproduces epoch k. The batches are
-    padded once here (in memory) and moved to ``device``.
+    (seed, epoch), so runs repeat exactly and ``set_epoch(k)`` reproduces epoch k. Batches are
+    padded here and moved to ``device``.
+
+    ``bucket=True`` groups sentences of similar length (sorted within pools of 32 batches, then the
+    batches are shuffled): an RNN decoder runs one step per target position of the longest sentence
+    in its batch, so less padding means fewer steps, about twice as fast on uniform lengths.
     """
 
-    def __init__(self, pairs, batch_size: int, *, shuffle: bool = True, drop_last: bool = False,
-                 seed: int = 0, device=None):
+    def __init__(self, pairs, batch_size: int, *, shuffle: bool = True, bucket: bool = False,
+                 drop_last: bool = False, seed: int = 0, device=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if len(pairs) == 0:
             raise ValueError("no pairs to load: sample some with task.sample(n) first")
         self.pairs, self.batch_size, self.shuffle, self.drop_last = list(pairs), batch_size, shuffle, drop_last
+        self.bucket = bucket
         self.seed, self.epoch = seed, 0
         self.device = torch.device(device) if device is not None else default_device()
 
@@ -153,9 +158,19 @@ class SequenceLoader:
             order = torch.randperm(n, generator=gen).tolist()
         else:
             order = list(range(n))
-        stop = max(n - n % self.batch_size, self.batch_size) if self.drop_last else n
-        for start in range(0, min(stop, n), self.batch_size):
-            yield collate([self.pairs[i] for i in order[start: start + self.batch_size]], self.device)
+        b = self.batch_size
+        stop = max(n - n % b, b) if self.drop_last else n
+        batches = [order[start: start + b] for start in range(0, min(stop, n), b)]
+        if self.bucket:
+            pool = 32 * b
+            batches = []
+            for p in range(0, min(stop, n), pool):
+                chunk = sorted(order[p: min(p + pool, stop)], key=lambda i: len(self.pairs[i][0]))
+                batches += [chunk[s: s + b] for s in range(0, len(chunk), b)]
+            if self.shuffle:  # otherwise every epoch would run short-to-long within each pool
+                batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        for idx in batches:
+            yield collate([self.pairs[i] for i in idx], self.device)
         self.epoch += 1
 
 
