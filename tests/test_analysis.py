@@ -1,0 +1,119 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from vitcourse import analysis as A  # noqa: E402
+from vitcourse.models.vit import ViT, ViTConfig  # noqa: E402
+
+
+def random_attention(layers=3, batch=2, heads=4, tokens=17, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.softmax(torch.randn(batch, heads, tokens, tokens, generator=g) * 3, -1) for _ in range(layers)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ViT(ViTConfig(image_size=16, patch_size=4, in_channels=1, num_classes=3, dim=16, depth=2, num_heads=2))
+
+
+def test_rollout_rows_sum_to_one():
+    rollout = A.attention_rollout(random_attention())
+    assert rollout.shape == (2, 17, 17)
+    torch.testing.assert_close(rollout.sum(-1), torch.ones(2, 17))
+    assert (rollout >= 0).all()
+
+
+def test_rollout_of_one_layer_is_half_attention_half_identity():
+    att = random_attention(layers=1)
+    expected = 0.5 * att[0].mean(1) + 0.5 * torch.eye(17)   # rows of A sum to 1, so (A + I)/2
+    torch.testing.assert_close(A.attention_rollout(att), expected)
+
+
+def test_rollout_multiplies_later_layers_on_the_left():
+    a1, a2 = random_attention(layers=2)
+    step = lambda a: (a.mean(1) + torch.eye(17)) / 2  # noqa: E731
+    torch.testing.assert_close(A.attention_rollout([a1, a2]), step(a2) @ step(a1))
+    maps = A.rollout_map(A.attention_rollout([a1, a2]))
+    assert maps.shape == (2, 4, 4) and torch.allclose(maps.amax((1, 2)), torch.ones(2))
+
+
+def test_mean_attention_distance_self_only_is_zero():
+    eye = torch.eye(17).expand(2, 3, 17, 17)
+    dist = A.mean_attention_distance([eye, eye], patch_size=8)
+    assert dist.shape == (2, 3)
+    assert torch.equal(dist, torch.zeros(2, 3))
+
+
+def test_mean_attention_distance_uniform_is_mean_pairwise_distance():
+    uniform = torch.full((1, 2, 17, 17), 1 / 17)
+    dist = A.mean_attention_distance(uniform, patch_size=8)
+    # Mean pairwise distance between the centres of a 4x4 grid of 8-pixel patches, by brute force.
+    centres = [(8 * r, 8 * c) for r in range(4) for c in range(4)]
+    pairwise = sum(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 for a in centres for b in centres) / 256
+    torch.testing.assert_close(dist, torch.full((1, 2), pairwise))
+
+
+def test_mean_attention_distance_to_right_neighbour_is_one_patch():
+    # Each patch attends to the patch on its right (the last column to its left): one patch away.
+    a = torch.zeros(1, 1, 17, 17)
+    for k in range(16):
+        r, c = divmod(k, 4)
+        a[0, 0, 1 + k, 1 + r * 4 + (c + 1 if c < 3 else c - 1)] = 1.0
+    a[0, 0, 0, 0] = 1.0
+    assert A.mean_attention_distance(a, patch_size=5).item() == pytest.approx(5.0)
+
+
+def test_position_similarity_of_structured_embedding():
+    # Embeddings that encode (row, column) smoothly: neighbours are more similar than far patches.
+    g = 5
+    r, c = torch.meshgrid(torch.arange(g).float(), torch.arange(g).float(), indexing="ij")
+    freqs = torch.arange(1, 5).float() * 0.5
+    feats = torch.cat([torch.sin(r.flatten()[:, None] * freqs), torch.cos(r.flatten()[:, None] * freqs),
+                       torch.sin(c.flatten()[:, None] * freqs), torch.cos(c.flatten()[:, None] * freqs)], -1)
+    pos = torch.cat([torch.randn(1, 16), feats])[None]
+    sim = A.position_embedding_similarity(pos)
+    assert sim.shape == (g, g, g, g)
+    torch.testing.assert_close(sim[2, 3, 2, 3], torch.tensor(1.0))
+    s = A.position_structure(sim)
+    assert s["same_row_or_column"] > s["elsewhere"]
+    assert s["distance_correlation"] < -0.5
+    # A random embedding has no such structure.
+    s_rand = A.position_structure(A.position_embedding_similarity(torch.randn(1, 1 + g * g, 64)))
+    assert abs(s_rand["distance_correlation"]) < 0.3
+
+
+def test_maps_from_a_model(model):
+    x = torch.randn(3, 1, 16, 16)
+    attentions = A.attention_maps(model, x)
+    assert model.training  # the mode is restored
+    assert len(attentions) == 2 and attentions[0].shape == (3, 2, 17, 17)
+    assert A.cls_attention(attentions[0]).shape == (3, 2, 4, 4)
+    dist = A.mean_attention_distance(attentions, patch_size=4)
+    assert dist.shape == (2, 2) and (dist > 0).all()
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="square grid"):
+        A.mean_attention_distance(torch.full((1, 1, 13, 13), 1 / 13), patch_size=4)
+    with pytest.raises(ValueError, match="at least one layer"):
+        A.attention_rollout([])
+
+
+def test_plots_have_titles_and_labels(model):
+    x = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    figs = [A.plot_patches(x[0], 4),
+            A.plot_position_similarity(A.position_embedding_similarity(model.pos_embed)),
+            A.plot_attention_distance(torch.rand(2, 2) * 8, patch_size=4, grid_size=4)]
+    attentions = A.attention_maps(model, x.float() / 255)
+    figs.append(A.plot_attention_heads(x[0], A.cls_attention(attentions[-1])[0]))
+    figs.append(A.plot_rollout(x, A.rollout_map(A.attention_rollout(attentions)), labels=["a", "b"]))
+    for fig in figs:
+        ax = fig.axes[0]
+        assert ax.get_title() or fig._suptitle is not None
+    assert figs[2].axes[0].get_xlabel() and figs[2].axes[0].get_ylabel()
+    plt.close("all")

@@ -1,0 +1,241 @@
+"""Looking inside a ViT: attention maps, attention rollout, mean attention distance, position-embedding
+similarity, and the plots of the ViT paper's figures 6-7.
+
+Attention tensors follow ``ViT.forward(x, return_attention=True)``: one (B, heads, T, T) tensor per
+layer, T = prefix + N tokens, the class token first (``num_prefix_tokens=1``); row i holds where
+token i looks and sums to 1.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+
+# ---- measurements -----------------------------------------------------------------------------------
+@torch.no_grad()
+def attention_maps(model, images: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's attention weights for ``images``, computed in eval mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    _, attentions = model(images, return_attention=True)
+    model.train(was_training)
+    return [a.float() for a in attentions]
+
+
+def _grid(num_patches: int) -> int:
+    g = math.isqrt(num_patches)
+    if g * g != num_patches:
+        raise ValueError(f"{num_patches} patch tokens do not form a square grid; check num_prefix_tokens")
+    return g
+
+
+def cls_attention(weights: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Where the class token looks in one layer: (B, heads, T, T) -> (B, heads, g, g)."""
+    row = weights[:, :, 0, num_prefix_tokens:]
+    return rearrange(row, "b h (gh gw) -> b h gh gw", gh=_grid(row.shape[-1]))
+
+
+def attention_rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020, eq. 1): how much each input token flows into each
+    output token through all layers.
+
+    Per layer: average the heads, add the identity (the residual connection carries the token itself
+    along), renormalise the rows; then multiply the layers: A~_l = A_l A~_{l-1}. Returns (B, T, T)
+    with rows summing to 1.
+    """
+    if len(attentions) == 0:
+        raise ValueError("attention_rollout needs at least one layer's attention weights")
+    rollout = None
+    for weights in attentions:
+        a = weights.float().mean(dim=1)                                   # average heads: (B, T, T)
+        a = a + torch.eye(a.shape[-1], device=a.device)                   # residual: + I
+        a = a / a.sum(dim=-1, keepdim=True)                               # rows sum to 1 again
+        rollout = a if rollout is None else a @ rollout
+    return rollout
+
+
+def rollout_map(rollout: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """The class token's row of the rollout over the patches, as (B, g, g) maps scaled to max 1."""
+    row = rollout[:, 0, num_prefix_tokens:]
+    row = row / row.amax(dim=-1, keepdim=True)
+    return rearrange(row, "b (gh gw) -> b gh gw", gh=_grid(row.shape[-1]))
+
+
+def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
+    """(N, N) Euclidean distances in pixels between the centres of the patches of a g x g grid."""
+    ij = torch.stack(torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij"), -1)
+    centres = ij.reshape(-1, 2).float() * patch_size
+    return torch.cdist(centres, centres)
+
+
+def mean_attention_distance(attentions, patch_size: int, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Mean attention distance in pixels per layer and head (ViT paper, appendix D.7 and figure 7):
+    sum_j a_ij * ||pos_i - pos_j||, averaged over query patches i and images; the "receptive field
+    size" of an attention head. Returns (layers, heads).
+
+    Only patch-to-patch attention is used (the class token has no position): each patch's weights over
+    the other patches are renormalised to sum to 1. Attention to self only gives 0; uniform attention
+    gives the mean pairwise distance between patches.
+    """
+    if isinstance(attentions, torch.Tensor):
+        attentions = [attentions]
+    out = []
+    for weights in attentions:
+        a = weights[..., num_prefix_tokens:, num_prefix_tokens:].float()  # (B, H, N, N)
+        a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        dist = patch_distances(_grid(a.shape[-1]), patch_size).to(a.device)
+        out.append((a * dist).sum(-1).mean(dim=(0, 2)))                  # (H,)
+    return torch.stack(out)
+
+
+def position_embedding_similarity(pos_embed: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Cosine similarity between the position embedding of every patch and every other (ViT figure 7,
+    left). Returns (g, g, g, g): [r, c] is the g x g map of similarities of patch (r, c) to all."""
+    p = pos_embed.detach().reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:].float()
+    p = F.normalize(p, dim=-1)
+    g = _grid(p.shape[0])
+    return rearrange(p @ p.T, "(r c) (i j) -> r c i j", r=g, i=g)
+
+
+def position_structure(similarity: torch.Tensor) -> dict:
+    """Summaries of a (g, g, g, g) similarity grid: mean similarity to other patches in the same row or
+    column, to patches in neither, and the correlation of similarity with spatial distance. A 2-D
+    structure shows as same_row_or_column > elsewhere and a negative distance correlation."""
+    g = similarity.shape[0]
+    r, c = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+    r, c = r.flatten(), c.flatten()
+    sim = similarity.reshape(g * g, g * g)
+    same_row, same_col = r[:, None] == r[None], c[:, None] == c[None]
+    eye = torch.eye(g * g, dtype=torch.bool)
+    line = (same_row | same_col) & ~eye
+    other = ~(same_row | same_col)
+    dist = patch_distances(g, 1)[~eye]
+    s = sim[~eye]
+    corr = torch.corrcoef(torch.stack([s, dist]))[0, 1]
+    return {"same_row_or_column": sim[line].mean().item(), "elsewhere": sim[other].mean().item(),
+            "distance_correlation": corr.item()}
+
+
+# ---- plots --------------------------------------------------------------------------------------------
+def to_display(image: torch.Tensor, mean=None, std=None) -> np.ndarray:
+    """(C, H, W) uint8 or normalised float -> (H, W) or (H, W, 3) floats in [0, 1] for imshow."""
+    x = image.detach().float().cpu()
+    if image.dtype == torch.uint8:
+        x = x / 255
+    elif mean is not None and std is not None:
+        x = x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+    else:
+        x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
+    x = x.clamp(0, 1)
+    return x[0].numpy() if x.shape[0] == 1 else rearrange(x, "c h w -> h w c").numpy()
+
+
+def _imshow(ax, img, **kw):
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, **kw)
+
+
+def plot_patches(image: torch.Tensor, patch_size: int, mean=None, std=None, numbers: bool = True):
+    """The first input step drawn: the image with its patch grid, and the patches pulled apart in the
+    order they enter the Transformer (row-major, top-left to bottom-right)."""
+    img = to_display(image, mean, std)
+    h, w = img.shape[:2]
+    gh, gw, p = h // patch_size, w // patch_size, patch_size
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4.5))
+    _imshow(ax1, img)
+    for k in range(1, gh):
+        ax1.axhline(k * p - 0.5, color="red", lw=1)
+    for k in range(1, gw):
+        ax1.axvline(k * p - 0.5, color="red", lw=1)
+    ax1.set(title=f"{h}x{w} image, {p}x{p} patches: N = {gh * gw}", xlabel="x (pixels)", ylabel="y (pixels)")
+    # Pull the patches apart: pad each with a white border, then put them back on the grid.
+    t = torch.as_tensor(img if img.ndim == 3 else img[..., None])
+    t = rearrange(t, "(gh p1) (gw p2) c -> gh gw c p1 p2", p1=p, p2=p)
+    t = F.pad(t, (1, 1, 1, 1), value=1.0)
+    t = rearrange(t, "gh gw c p1 p2 -> (gh p1) (gw p2) c")
+    _imshow(ax2, t[..., 0].numpy() if img.ndim == 2 else t.numpy())
+    if numbers and gh * gw <= 64:
+        for k in range(gh * gw):
+            ax2.text((k % gw) * (p + 2) + 2, (k // gw) * (p + 2) + 2, str(k), color="yellow", fontsize=7,
+                     va="top", bbox=dict(facecolor="black", alpha=0.5, pad=0.5, lw=0))
+    ax2.set(title="patches in sequence order (row-major)", xlabel="patch column", ylabel="patch row")
+    ax2.set_xticks([]), ax2.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_position_similarity(similarity: torch.Tensor, title: str = "position embedding similarity"):
+    """ViT figure 7 (left): tile (r, c) shows the cosine similarity of patch (r, c)'s position
+    embedding to every other patch's."""
+    g = similarity.shape[0]
+    tiles = F.pad(similarity.cpu(), (0, 1, 0, 1), value=float("nan"))  # a gap between tiles
+    mosaic = rearrange(tiles, "r c i j -> (r i) (c j)")
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    im = ax.imshow(mosaic.numpy(), cmap="viridis", vmin=-1, vmax=1)
+    ax.set_xticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
+    ax.set_yticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
+    ax.set(title=title, xlabel="input patch column", ylabel="input patch row")
+    fig.colorbar(im, ax=ax, label="cosine similarity")
+    return fig
+
+
+def plot_attention_distance(distance: torch.Tensor, patch_size: int | None = None, grid_size: int | None = None,
+                            title: str = "mean attention distance per head"):
+    """ViT figure 7 (right): one dot per head at each depth. With the grid, a dashed line marks the
+    distance of uniform attention (every patch equally)."""
+    layers, heads = distance.shape
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for h in range(heads):
+        ax.scatter(np.arange(1, layers + 1), distance[:, h].cpu().numpy(), s=18, label=f"head {h + 1}")
+    if patch_size is not None and grid_size is not None:
+        ax.axhline(patch_distances(grid_size, patch_size).mean().item(), ls="--", color="gray",
+                   label="uniform attention")
+    ax.set(title=title, xlabel="network depth (layer)", ylabel="mean attention distance (pixels)")
+    ax.set_xticks(range(1, layers + 1))
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def overlay(ax, image: torch.Tensor, heatmap: torch.Tensor, mean=None, std=None, alpha: float = 0.5):
+    """Draw ``image`` with a (g, g) ``heatmap`` upsampled (bilinear) to its size on top."""
+    img = to_display(image, mean, std)
+    heat = F.interpolate(heatmap[None, None].float().cpu(), size=img.shape[:2], mode="bilinear",
+                         align_corners=False)[0, 0]
+    _imshow(ax, img)
+    ax.imshow(heat.numpy(), cmap="jet", alpha=alpha)
+    ax.set_xticks([]), ax.set_yticks([])
+
+
+def plot_attention_heads(image: torch.Tensor, maps: torch.Tensor, mean=None, std=None,
+                         title: str = "class-token attention per head"):
+    """One image and its (heads, g, g) attention maps, one overlay per head."""
+    heads = maps.shape[0]
+    fig, axes = plt.subplots(1, heads + 1, figsize=(2.2 * (heads + 1), 2.6))
+    _imshow(axes[0], to_display(image, mean, std))
+    axes[0].set(title="input", xticks=[], yticks=[])
+    for h in range(heads):
+        overlay(axes[h + 1], image, maps[h], mean, std)
+        axes[h + 1].set_title(f"head {h + 1}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rollout(images: torch.Tensor, maps: torch.Tensor, labels=None, mean=None, std=None,
+                 title: str = "attention rollout (Abnar & Zuidema 2020)"):
+    """Images (top row) and their rollout maps overlaid (bottom row); ``labels`` titles the columns."""
+    n = images.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.3), squeeze=False)
+    for k in range(n):
+        _imshow(axes[0, k], to_display(images[k], mean, std))
+        axes[0, k].set(xticks=[], yticks=[], title=labels[k] if labels is not None else None)
+        overlay(axes[1, k], images[k], maps[k], mean, std)
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("rollout")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

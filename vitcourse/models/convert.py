@@ -1,0 +1,113 @@
+"""Load reference implementations' weights into vitcourse models.
+
+``vit_from_torchvision(model)`` and ``vit_from_timm(model)`` read the reference's configuration,
+refuse what our ViT cannot express (with the reason), and copy every tensor under our names. The
+tests check that eval-mode logits agree to 1e-4, which proves that our ViT computes the same
+function as both references, not just that the shapes fit.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from .vit import ViT, ViTConfig
+
+
+class UnsupportedReference(ValueError):
+    """The reference model uses a feature our ViT does not have."""
+
+
+def _require(ok: bool, what: str):
+    if not ok:
+        raise UnsupportedReference(f"cannot convert: {what}")
+
+
+def _mlp_ratio(dim: int, hidden: int) -> float:
+    ratio = hidden / dim
+    _require(int(dim * ratio) == hidden, f"MLP width {hidden} is not a ratio of the width {dim} we can express")
+    return ratio
+
+
+def _load(config: ViTConfig, state: dict) -> ViT:
+    model = ViT(config)
+    model.load_state_dict(state, strict=True)  # strict: every tensor accounted for, none left over
+    return model.eval()
+
+
+def vit_from_torchvision(model: nn.Module) -> ViT:
+    """A vitcourse ViT with the weights of a ``torchvision.models.VisionTransformer`` (vit_b_16 ...)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+    _require(isinstance(model, VisionTransformer),
+             f"expected a torchvision VisionTransformer, got {type(model).__name__}")
+    _require(isinstance(model.conv_proj, nn.Conv2d),
+             "a convolutional stem (conv_stem_configs) replaces the patch embedding; use the plain model")
+    _require(model.representation_size is None,
+             f"representation_size={model.representation_size} adds a pre-logits layer with tanh; "
+             "our ViT's head is a single linear layer")
+    layers = list(model.encoder.layers)
+    first = layers[0]
+    heads = first.self_attention.num_heads
+    _require(first.self_attention._qkv_same_embed_dim and first.self_attention.in_proj_bias is not None,
+             "the attention must have one fused, biased q/k/v projection")
+    config = ViTConfig(image_size=model.image_size, patch_size=model.patch_size,
+                       in_channels=model.conv_proj.in_channels, num_classes=model.num_classes,
+                       dim=model.hidden_dim, depth=len(layers), num_heads=heads,
+                       mlp_ratio=_mlp_ratio(model.hidden_dim, model.mlp_dim), norm_eps=model.encoder.ln.eps)
+    src = model.state_dict()
+    state = {
+        "patch_embed.proj.weight": src["conv_proj.weight"], "patch_embed.proj.bias": src["conv_proj.bias"],
+        "cls_token": src["class_token"], "pos_embed": src["encoder.pos_embedding"],
+        "norm.weight": src["encoder.ln.weight"], "norm.bias": src["encoder.ln.bias"],
+        "head.weight": src["heads.head.weight"], "head.bias": src["heads.head.bias"],
+    }
+    names = {"ln_1": "norm1", "self_attention.in_proj": "attn.qkv", "self_attention.out_proj.": "attn.proj.",
+             "ln_2": "norm2", "mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2"}
+    for i in range(len(layers)):
+        prefix = f"encoder.layers.encoder_layer_{i}."
+        for key, value in src.items():
+            if key.startswith(prefix):
+                ours = key[len(prefix):].replace("in_proj_weight", "in_proj.weight").replace("in_proj_bias", "in_proj.bias")
+                for theirs, mine in names.items():
+                    ours = ours.replace(theirs, mine)
+                state[f"blocks.{i}.{ours}"] = value
+    return _load(config, state)
+
+
+def vit_from_timm(model: nn.Module) -> ViT:
+    """A vitcourse ViT with the weights of a ``timm`` VisionTransformer (vit_tiny_patch16_224 ...).
+
+    Our parameter names follow timm's, so after the checks the state dict loads as it is.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+    _require(isinstance(model, VisionTransformer), f"expected a timm VisionTransformer, got {type(model).__name__}")
+    _require(model.has_class_token and model.num_prefix_tokens == 1 and not model.no_embed_class,
+             "our ViT has exactly one class token and a position embedding that covers it "
+             "(no register tokens, no class_token=False, no no_embed_class)")
+    _require(not getattr(model, "dynamic_img_size", False), "dynamic_img_size is not supported")
+    _require(isinstance(model.norm_pre, nn.Identity), "pre_norm (a LayerNorm before the encoder, as in CLIP) "
+             "is not supported")
+    _require(isinstance(model.patch_embed.norm, nn.Identity), "a norm inside the patch embedding is not supported")
+    _require(isinstance(model.fc_norm, nn.Identity) and getattr(model, "attn_pool", None) is None,
+             "fc_norm / attention pooling heads are not supported; our ViT normalises all tokens, then pools")
+    _require(model.global_pool in ("token", "avg"), f"global_pool={model.global_pool!r}; use 'token' or 'avg'")
+    _require(isinstance(model.head, nn.Linear), "the model has no linear classification head (num_classes=0)")
+    block = model.blocks[0]
+    for part in ("ls1", "ls2"):
+        _require(isinstance(getattr(block, part), nn.Identity), "LayerScale (init_values) is not supported")
+    attn = block.attn
+    _require(isinstance(attn.q_norm, nn.Identity) and isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity),
+             "qk_norm / scale_attn_norm are not supported")
+    _require(attn.qkv.bias is not None, "qkv_bias=False is not supported (our attention has biases)")
+    _require(isinstance(block.mlp.act, nn.GELU) and block.mlp.act.approximate == "none"
+             and isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity),
+             "the MLP must be Linear-GELU-Linear (no SwiGLU, no approximate GELU, no scale_mlp_norm)")
+    _require(isinstance(model.norm, nn.LayerNorm), "the final norm must be a LayerNorm")
+    grid = model.patch_embed.grid_size
+    patch = model.patch_embed.patch_size
+    _require(grid[0] == grid[1] and patch[0] == patch[1], "only square images and patches are supported")
+    dim = model.embed_dim
+    config = ViTConfig(image_size=grid[0] * patch[0], patch_size=patch[0],
+                       in_channels=model.patch_embed.proj.in_channels, num_classes=model.num_classes,
+                       dim=dim, depth=len(model.blocks), num_heads=attn.num_heads,
+                       mlp_ratio=_mlp_ratio(dim, block.mlp.fc1.out_features),
+                       pool="cls" if model.global_pool == "token" else "mean", norm_eps=model.norm.eps)
+    return _load(config, dict(model.state_dict()))
