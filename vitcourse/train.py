@@ -142,6 +142,22 @@ def evaluate(model: nn.Module, loader, loss_fn=None, device=None) -> dict:
     return {"loss": float(loss_sum) / n, "acc": int(correct) / n}
 
 
+@torch.no_grad()
+def predict(model: nn.Module, loader, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted classes, targets) over ``loader``, on the CPU: for confusion matrices and error plots."""
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    policy = runtime.precision_for(dev)
+    was_training = model.training
+    model.eval()
+    preds, targets = [], []
+    for inputs, y in loader:
+        with policy.autocast(dev.type):
+            preds.append(logits_of(_call(model, _to(inputs, dev))).argmax(-1).cpu())
+        targets.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(preds), torch.cat(targets)
+
+
 def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.05,
         warmup_epochs: float = 0.0, label_smoothing: float = 0.0, grad_clip: float | None = 1.0,
         betas=(0.9, 0.999), compile: bool = False, checkpoint=None, resume: bool = True,

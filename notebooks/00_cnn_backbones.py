@@ -1,0 +1,355 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · CNN backbones: the inductive bias that the Vision Transformer gives up
+#
+# **Learning goals**
+# 1. Know how the course runs: profiles, data on the device, the trainer, claims tables.
+# 2. Compute a convolution over channels by hand; predict output sizes from kernel, stride and padding.
+# 3. Follow how pooling and depth grow the receptive field, and why VGG stacks 3x3 kernels.
+# 4. See, measured, what the ResNet shortcut F(x) + x does to gradients in a deep network.
+# 5. Read EfficientNet's compound scaling as a cost table.
+# 6. Show numerically the two biases built into every convolution, **locality** and **translation
+#    equivariance**. They are the thread of this course: the Vision Transformer drops them and
+#    needs more data to make up for it (chapters 03 and 04).
+#
+# ## How the course works
+# Every notebook reads its run sizes through `vitcourse.budget(smoke=..., cpu=..., gpu=...)`. The
+# profile comes from `VITCOURSE_PROFILE`: `smoke` (CI: synthetic data, seconds), `cpu` (a laptop:
+# Fashion-MNIST, minutes) and `gpu` (Colab: CIFAR-10, the real experiments). Data sets are held as
+# one uint8 tensor on the device (`vitcourse.data.DeviceLoader`), so augmentation runs batched on the
+# GPU. `vitcourse.train.fit` trains anything with AdamW, warm-up + cosine and the right precision for
+# the GPU, checkpointing every epoch so a Colab disconnect loses nothing. Each chapter ends with a
+# claims table computed from the numbers it measured.
+
+# %%
+# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
+COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+try:
+    import vitcourse
+except ImportError:
+    import subprocess, sys
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    import vitcourse
+print(vitcourse.environment_report())
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from torch.utils.flop_counter import FlopCounterMode
+
+from vitcourse import budget, profile
+from vitcourse.claims import Claims
+from vitcourse.data import DeviceLoader, dataset_for_profile, load, subset
+from vitcourse.models import create_model
+from vitcourse.train import fit, predict
+
+vitcourse.seed_everything(0)
+claims = Claims("00_cnn_backbones")
+print("profile:", profile(), "| data set:", dataset_for_profile())
+
+# %% [markdown]
+# ## 1. Convolution over channels
+# A convolution layer with `C_in` input and `C_out` output channels holds `C_out` kernels of shape
+# `C_in x k x k`. Each output value is a dot product between one kernel and the `C_in x k x k` patch
+# under it: channels are summed, space is slid over. Written as *unfold + matrix product*:
+# cut every patch into a column (`F.unfold`), then multiply by the flattened kernels.
+
+# %%
+def conv2d_from_scratch(x, weight, bias, stride=1, padding=0):
+    """y[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] * x_pad[n, c, i*s + u, j*s + v]."""
+    n, c, h, w = x.shape
+    c_out, _, k, _ = weight.shape
+    h_out = (h + 2 * padding - k) // stride + 1
+    w_out = (w + 2 * padding - k) // stride + 1
+    patches = F.unfold(x, k, padding=padding, stride=stride)          # (n, c*k*k, h_out*w_out)
+    y = rearrange(weight, "o c u v -> o (c u v)") @ patches + bias[:, None]
+    return rearrange(y, "n o (i j) -> n o i j", i=h_out, j=w_out)
+
+
+conv = nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1)
+x = torch.randn(2, 3, 11, 11)
+ours = conv2d_from_scratch(x, conv.weight, conv.bias, stride=2, padding=1)
+assert torch.allclose(ours, conv(x), atol=1e-5)
+print("from scratch == nn.Conv2d:", tuple(ours.shape))
+
+# %% [markdown]
+# ## 2. Output size: `H_out = floor((H + 2p - k) / s) + 1`
+# The kernel fits `H + 2p - k` positions past the first; a stride `s` keeps every `s`-th of them.
+# "Same" padding for an odd kernel at stride 1 is `p = (k - 1) / 2`. We check the formula against
+# `nn.Conv2d` for every combination in a grid.
+
+# %%
+def conv_output_size(h, k, s=1, p=0):
+    return (h + 2 * p - k) // s + 1
+
+
+checked = 0
+for h in (7, 28, 32, 33):
+    for k in (1, 3, 5, 7):
+        for s in (1, 2, 3):
+            for p in (0, 1, 2, 3):
+                if h + 2 * p < k:
+                    continue
+                real = nn.Conv2d(1, 1, k, s, p)(torch.zeros(1, 1, h, h)).shape[-1]
+                assert conv_output_size(h, k, s, p) == real, (h, k, s, p)
+                checked += 1
+print(f"formula matches nn.Conv2d in all {checked} cases; e.g. 32x32, k=3, s=2, p=1 ->", conv_output_size(32, 3, 2, 1))
+
+# %% [markdown]
+# ## 3. Pooling
+# Pooling summarises each window without weights: max pooling keeps the strongest response (a
+# feature *is present* somewhere in the window), average pooling its mean. A 2x2 window with
+# stride 2 halves the resolution, which doubles the input area each later kernel sees.
+
+# %%
+x = torch.tensor([[1., 2., 5., 6.],
+                  [3., 4., 7., 8.],
+                  [0., 1., 2., 0.],
+                  [1., 2., 0., 4.]])[None, None]
+mx, avg = F.max_pool2d(x, 2), F.avg_pool2d(x, 2)
+assert mx.flatten().tolist() == [4., 8., 2., 4.]
+assert avg.flatten().tolist() == [2.5, 6.5, 1.0, 1.5]
+print("max pool:\n", mx[0, 0], "\naverage pool:\n", avg[0, 0])
+
+# %% [markdown]
+# ## 4. Receptive field: how much of the image one output sees
+# For a stack of layers with kernel `k_l` and stride `s_l`, the receptive field `r` and the *jump*
+# `j` (the distance in input pixels between two neighbouring outputs) grow as
+#
+# `r_l = r_{l-1} + (k_l - 1) * j_{l-1}`,   `j_l = j_{l-1} * s_l`,   with `r_0 = 1`, `j_0 = 1`.
+#
+# We measure it instead of trusting it: the receptive field of the centre output is the set of input
+# pixels whose gradient is non-zero. With all weights set to 1 no cancellation can hide a pixel.
+
+# %%
+def receptive_field(layers):
+    r, j = 1, 1
+    for k, s in layers:
+        r, j = r + (k - 1) * j, j * s
+    return r
+
+
+def measured_receptive_field(net, size=64):
+    x = torch.zeros(1, 1, size, size, requires_grad=True)
+    y = net(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    rows = (x.grad[0, 0].abs().sum(1) > 0).nonzero()
+    return int(rows.max() - rows.min() + 1)
+
+
+def stack(layers):
+    """(k, 1) -> a k x k convolution with all weights 1 (so no gradient can cancel); (2, 2) -> 2x2 average pooling."""
+    mods = [nn.AvgPool2d(k, s) if s > 1 else nn.Conv2d(1, 1, k, padding=k // 2, bias=False) for k, s in layers]
+    for m in mods:
+        if isinstance(m, nn.Conv2d):
+            nn.init.ones_(m.weight)
+    return nn.Sequential(*mods)
+
+
+depths = list(range(1, 9))
+rf_plain = [receptive_field([(3, 1)] * d) for d in depths]
+rf_pooled = [receptive_field([(3, 1), (2, 2)] * d) for d in depths]  # conv 3x3 then 2x2 pooling, repeated
+for d in (1, 3, 5):
+    assert measured_receptive_field(stack([(3, 1)] * d), 64) == rf_plain[d - 1]
+    assert measured_receptive_field(stack([(3, 1), (2, 2)] * d), 256) == rf_pooled[d - 1]
+
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.plot(depths, rf_plain, marker="o", label="3x3 convs, stride 1 (grows linearly)")
+ax.plot(depths, rf_pooled, marker="s", label="3x3 conv + 2x2 pool per block (grows exponentially)")
+ax.set(xlabel="number of blocks", ylabel="receptive field (pixels)", yscale="log",
+       title="Receptive field against depth (formula, checked by gradients)")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 5. VGG: two 3x3 convolutions see as much as one 5x5, with fewer weights
+# With `C` channels in and out, one 5x5 layer has `25 C^2` weights; two 3x3 layers have `2 * 9 C^2 =
+# 18 C^2`, the same 5x5 receptive field, and one more non-linearity. Counted from real modules:
+
+# %%
+C = 64
+one_5x5 = nn.Conv2d(C, C, 5, padding=2, bias=False)
+two_3x3 = nn.Sequential(nn.Conv2d(C, C, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(C, C, 3, padding=1, bias=False))
+n5, n33 = (sum(p.numel() for p in m.parameters()) for m in (one_5x5, two_3x3))
+assert (n5, n33) == (25 * C * C, 18 * C * C)
+rf5 = measured_receptive_field(stack([(5, 1)]))
+rf33 = measured_receptive_field(stack([(3, 1), (3, 1)]))
+assert rf5 == rf33 == 5
+print(f"one 5x5: {n5:,} weights, receptive field {rf5} | two 3x3: {n33:,} weights, receptive field {rf33} "
+      f"| ratio {n33 / n5:.2f} = 18/25")
+claims.add("C0-VGG", "two 3x3 convs = one 5x5's receptive field with 18C^2 vs 25C^2 weights",
+           f"RF {rf33} vs {rf5}; {n33:,} vs {n5:,} weights (C={C})", holds=rf33 == rf5 and n33 / n5 == 18 / 25)
+
+# %% [markdown]
+# ## 6. ResNet: F(x) + x and the gradient
+# A residual block outputs `y = ReLU(F(x) + x)`. Backpropagation through it multiplies the gradient by
+# `dy/dx = (I + dF/dx)`-ish instead of `dF/dx` alone, so the identity path carries the gradient to the
+# early layers however many blocks are stacked. In a deep *plain* stack the gradient is a product of
+# 50+ layer Jacobians, and its size drifts by orders of magnitude from layer to layer.
+#
+# We build the 56-layer networks of He et al. (2016) with and without shortcuts (`resnet56`,
+# `plain56`, identical otherwise, batch norm included), run one batch of the profile's data through
+# each at initialisation, and measure the gradient norm of every convolution.
+
+# %%
+data_name = dataset_for_profile()
+train_full, test = load(data_name, "train"), load(data_name, "test")
+c, h, _ = train_full.shape
+probe = next(iter(DeviceLoader(train_full, 128, seed=0)))
+
+
+def grad_norms(name):
+    torch.manual_seed(0)
+    net = create_model(name, num_classes=len(train_full.classes), in_channels=c).to(probe[0].device)
+    F.cross_entropy(net(probe[0]), probe[1]).backward()
+    return [p.grad.norm().item() for n, p in net.named_parameters() if p.ndim == 4 and "shortcut" not in n]
+
+
+norms = {name: grad_norms(name) for name in ("plain56", "resnet56")}
+spread = {name: max(g) / min(g) for name, g in norms.items()}
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, g in norms.items():
+    ax.plot(range(1, len(g) + 1), g, label=f"{name} (max/min = {spread[name]:.0f})")
+ax.set(yscale="log", xlabel="convolution layer (input -> output)", ylabel="gradient norm",
+       title="Gradient norm per layer at initialisation, 56 layers")
+ax.legend()
+plt.show()
+print({k: f"{v:.1f}" for k, v in spread.items()})
+claims.add("C0-ResNet", "shortcuts keep gradient norms even across depth (56 layers)",
+           f"max/min gradient norm over layers: plain {spread['plain56']:.0f}, residual {spread['resnet56']:.0f}",
+           holds=spread["resnet56"] * 10 < spread["plain56"])
+
+# %% [markdown]
+# ## 7. EfficientNet: scale depth, width and resolution together
+# The cost of a conv net grows as `depth x width^2 x resolution^2` (width enters twice: input and
+# output channels; resolution twice: height and width). EfficientNet (Tan & Le, 2019) scales all three
+# with one coefficient phi: depth `1.2^phi`, width `1.1^phi`, resolution `1.15^phi`, chosen so that
+# `1.2 x 1.1^2 x 1.15^2 ~ 2`: each step of phi doubles the FLOPs. We count real FLOPs of our ResNet,
+# scaled each way, with `torch.utils.flop_counter`, and compare with the formula.
+
+# %%
+def gflops(model, size, channels=3):
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+base = gflops(create_model("resnet20"), 32)
+measured = {
+    "depth x3 (resnet56: 27 blocks vs 9)": (gflops(create_model("resnet56"), 32) / base, 3.0),
+    "width x2 (resnet20_w2)": (gflops(create_model("resnet20_w2"), 32) / base, 4.0),
+    "resolution x2 (64 px)": (gflops(create_model("resnet20"), 64) / base, 4.0),
+}
+print(f"resnet20 at 32 px: {base:.3f} GFLOPs per image")
+print("| scaling | measured FLOPs ratio | formula |\n|---|---|---|")
+for name, (ratio, formula) in measured.items():
+    print(f"| {name} | {ratio:.2f} | {formula:.2f} |")
+    assert abs(ratio / formula - 1) < 0.1, name  # the stem and head are why it is not exact
+print("\nEfficientNet compound scaling (alpha=1.2, beta=1.1, gamma=1.15):")
+print("| phi | depth | width | resolution (from 224) | FLOPs factor |\n|---|---|---|---|---|")
+for phi in range(5):
+    d, w, r = 1.2 ** phi, 1.1 ** phi, 1.15 ** phi
+    print(f"| {phi} | {d:.2f} | {w:.2f} | {round(224 * r)} | {d * w * w * r * r:.2f} |")
+
+# %% [markdown]
+# ## 8. Locality and translation equivariance, numerically
+# *Locality*: an output pixel of a k x k convolution depends only on the k x k pixels under it
+# (section 4 measured that through the gradient). *Translation equivariance*: shifting the input
+# shifts the output, `conv(shift(x)) = shift(conv(x))`. With circular padding this is exact; with zero
+# padding it holds away from the borders. A fully connected layer over the same pixels has neither.
+
+# %%
+torch.manual_seed(0)
+x = torch.randn(1, 1, 16, 16)
+shift = lambda t: torch.roll(t, shifts=(3, 5), dims=(2, 3))  # noqa: E731
+conv_c = nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular")
+err_conv = (conv_c(shift(x)) - shift(conv_c(x))).abs().max().item()
+dense = nn.Linear(16 * 16, 4 * 16 * 16)
+as_map = lambda t: dense(t.flatten(1)).view(1, 4, 16, 16)  # noqa: E731
+err_dense = (as_map(shift(x)) - shift(as_map(x))).abs().max().item()
+assert err_conv < 1e-5 and err_dense > 0.1
+print(f"max |f(shift x) - shift f(x)|: convolution {err_conv:.1e}, fully connected {err_dense:.2f}")
+claims.add("C0-bias", "convolution is translation-equivariant, a dense layer is not",
+           f"equivariance error conv {err_conv:.1e} vs dense {err_dense:.2f}", holds=err_conv < 1e-5 < err_dense)
+
+# %% [markdown]
+# A ViT layer is closer to the dense layer: self-attention lets every patch look at every other from
+# the first layer, and only the position embedding, *learned*, tells it which patches are neighbours.
+# Keep this in mind for chapter 03.
+#
+# ## 9. Train the course ResNet
+# `vitcourse.models.resnet` is the CIFAR-style ResNet of He et al. (3 stages, 16/32/64 channels). It
+# is the CNN baseline of chapter 04 and the DeiT teacher of chapter 05. We train it on the profile's
+# data with random crops (4 px of padding on 32 px images, 2 on 28 px) and flips, batched on the device.
+
+# %%
+model_name = budget(smoke="resnet8", cpu="resnet8_w2", gpu="resnet20")
+epochs = budget(smoke=1, cpu=4, gpu=30)
+train = subset(train_full, budget(smoke=1.0, cpu=1.0, gpu=1.0))
+train_loader = DeviceLoader(train, budget(smoke=128, cpu=128, gpu=512), crop_padding=2 if h == 28 else 4,
+                            flip=True, seed=0)
+test_loader = DeviceLoader(test, 1000, shuffle=False)
+model = create_model(model_name, num_classes=len(train.classes), in_channels=c, image_size=h)
+print(f"{model_name}: {sum(p.numel() for p in model.parameters()):,} parameters; {len(train):,} training images")
+history = fit(model, train_loader, test_loader, epochs=epochs, lr=budget(smoke=3e-3, cpu=3e-3, gpu=2e-3),
+              weight_decay=0.05, warmup_epochs=budget(smoke=0.2, cpu=0.3, gpu=2), label_smoothing=0.1,
+              checkpoint=f"runs/00_{model_name}_{profile()}/checkpoint.pt")
+history.plot(f"{model_name} on {data_name}")
+plt.show()
+
+# %% [markdown]
+# The confusion matrix shows which classes are mixed up: on Fashion-MNIST, shirts, T-shirts,
+# pullovers and coats, which differ in details rather than outline.
+
+# %%
+pred, target = predict(model, test_loader)
+k = len(test.classes)
+confusion = torch.bincount(target * k + pred, minlength=k * k).view(k, k)
+test_acc = (pred == target).float().mean().item()
+assert confusion.sum() == len(test) and abs(confusion.diag().sum().item() / len(test) - history.last["val_acc"]) < 1e-6
+fig, ax = plt.subplots(figsize=(6, 5))
+im = ax.imshow(confusion / confusion.sum(1, keepdim=True), cmap="Blues", vmin=0, vmax=1)
+ax.set_xticks(range(k), test.classes, rotation=60, ha="right")
+ax.set_yticks(range(k), test.classes)
+ax.set(xlabel="predicted class", ylabel="true class", title=f"{model_name} confusion matrix (test accuracy {test_acc:.1%})")
+fig.colorbar(im, ax=ax, label="fraction of the true class")
+plt.show()
+
+target_acc = budget(smoke=0.0, cpu=0.90, gpu=0.90)
+claims.add("C0-train", f"the course ResNet reaches >= {target_acc:.0%} test accuracy on {data_name}",
+           f"{model_name}: {test_acc:.2%} on {len(test):,} test images after {epochs} epochs "
+           f"({sum(e['seconds'] for e in history.epochs):.0f} s)", holds=test_acc >= target_acc)
+
+# %% [markdown]
+# ## Claims
+
+# %%
+claims.show();
+
+# %% [markdown]
+# ## Exercises
+# 1. Use `receptive_field` to find how many 3x3 stride-1 layers reach the 16x16 receptive field of a
+#    ViT-B/16 patch, and how many with a 2x2 pooling after every layer.
+# 2. Count the weights of a 7x7 convolution against three stacked 3x3 ones with C channels. What
+#    receptive field does each have?
+# 3. Repeat the gradient-norm plot of section 6 for `plain20` and `resnet20`. Does the gap between
+#    plain and residual grow with depth?
+# 4. Break translation equivariance: use `stride=2` in section 8. Which shifts still commute with the
+#    convolution, and why?
+# 5. Train `plain20` and `resnet20` for the same number of epochs. Which reaches the lower training
+#    loss? (He et al. 2016, figure 6, call the difference the *degradation problem*.)

@@ -1,0 +1,41 @@
+"""The set-up files agree with each other: pyproject, environment.yml, the notebooks' install URL."""
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirements_in_environment_yml() -> set[str]:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    pip_items = [m.group(1).strip() for m in (re.match(r"\s+- (.+)", l) for l in lines) if m]
+    return {item for item in pip_items if not item.startswith(("python", "pip", "-e"))}
+
+
+def test_environment_yml_matches_pyproject():
+    project = PYPROJECT["project"]
+    expected = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    assert _requirements_in_environment_yml() == expected
+    assert "- -e .[dev]" in (ROOT / "environment.yml").read_text()
+
+
+def test_torch_is_bounded_below_only():
+    for req in PYPROJECT["project"]["dependencies"]:
+        if req.startswith(("torch", "torchvision")):
+            assert ">=" in req and "<" not in req and "==" not in req, req
+
+
+def test_every_notebook_installs_from_the_one_course_url():
+    url = PYPROJECT["project"]["urls"]["Repository"]
+    sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert sources, "no notebooks found"
+    for src in sources:
+        found = re.findall(r'^COURSE_REPO = "([^"]+)"', src.read_text(), flags=re.M)
+        assert found == [url], f"{src.name}: COURSE_REPO {found} differs from pyproject's {url}"
+        assert "vitcourse.environment_report()" in src.read_text()
+
+
+def test_readme_test_command_is_what_ci_runs():
+    assert "make test" in (ROOT / "README.md").read_text()
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

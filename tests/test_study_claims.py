@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from vitcourse.claims import Claims, gather
+from vitcourse.study import Study, run_key
+
+
+def test_study_stores_and_reuses_finished_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITCOURSE_PROFILE", "smoke")
+    calls = []
+
+    def train_one(config):
+        calls.append(config)
+        return {"metrics": {"acc": config["x"] / 10}, "history": {"epochs": [{"epoch": 1}]}}
+
+    study = Study("grid", root=tmp_path)
+    for x in (1, 2, 3):
+        study.run({"model": "m", "x": x}, train_one)
+    assert len(calls) == 3
+    again = Study("grid", root=tmp_path)  # the notebook is run again
+    record = again.run({"model": "m", "x": 2}, train_one)
+    assert len(calls) == 3 and record["metrics"]["acc"] == 0.2
+    assert [r["acc"] for r in again.results()] == [0.1, 0.2, 0.3]
+    table = again.table(["x", "acc"])
+    assert "| x | acc |" in table and "| 3 | 0.3 |" in table
+    ax = again.plot("x", "acc", hue="model")
+    assert ax.get_xlabel() == "x" and ax.get_legend() is not None
+    # Runs are kept per profile: a smoke run never stands in for a cpu run.
+    monkeypatch.setenv("VITCOURSE_PROFILE", "cpu")
+    Study("grid", root=tmp_path).run({"model": "m", "x": 2}, train_one)
+    assert len(calls) == 4
+
+
+def test_study_requires_metrics(tmp_path):
+    with pytest.raises(ValueError, match="metrics"):
+        Study("bad", root=tmp_path).run({"a": 1}, lambda c: {"acc": 1})
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_run_key_is_stable_and_distinct():
+    assert run_key({"a": 1, "b": 0.5}) == run_key({"b": 0.5, "a": 1})
+    assert run_key({"a": 1}) != run_key({"a": 2})
+
+
+def test_claims_table_saved_and_gathered(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VITCOURSE_PROFILE", "cpu")
+    monkeypatch.setenv("VITCOURSE_CLAIMS_DIR", str(tmp_path))
+    claims = Claims("00_test")
+    claims.add("C0", "bigger is better", measured="acc 0.91 vs 0.80", holds=0.91 > 0.80)
+    claims.add("C0b", "smaller is better", measured="acc 0.80 vs 0.91", holds=0.80 > 0.91)
+    claims.add("C0", "bigger is better", measured="acc 0.92 vs 0.80", holds=True)  # a re-run replaces
+    text = claims.show()
+    assert "| C0 | bigger is better | acc 0.92 vs 0.80 | yes |" in text and "| NO |" in text
+    assert text.count("| C0 |") == 1 and "profile: cpu" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "00_test.json").read_text())
+    assert [c["holds"] for c in saved["claims"]] == [False, True]
+    monkeypatch.setenv("VITCOURSE_PROFILE", "smoke")
+    Claims("01_other").show()
+    assert "not evidence" in (tmp_path / "01_other.md").read_text()
+    out = gather(tmp_path, tmp_path / "all.md")
+    assert out.index("00_test") < out.index("01_other")

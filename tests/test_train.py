@@ -1,0 +1,174 @@
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vitcourse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vitcourse.data import DeviceLoader, synthetic
+from vitcourse.models import create_model
+from vitcourse.train import History, cross_entropy, evaluate, fit, main, param_groups, warmup_cosine
+
+
+class TinyNet(nn.Module):
+    """Conv + dropout: exercises weight decay groups and the dropout RNG that resume must restore."""
+
+    def __init__(self, num_classes=10, width=8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, stride=2, padding=1)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.drop(self.conv(x).relu().mean((2, 3))))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return synthetic("train", n=160, image_size=16), synthetic("test", n=80, image_size=16)
+
+
+def _loaders(tiny_data, **kw):
+    train, test = tiny_data
+    return (DeviceLoader(train, 32, crop_padding=2, flip=True, seed=5, device="cpu", **kw),
+            DeviceLoader(test, 64, shuffle=False, device="cpu"))
+
+
+def test_resumed_run_ends_with_exactly_the_same_weights(tiny_data, tmp_path):
+    kw = dict(epochs=3, lr=3e-3, warmup_epochs=0.5, label_smoothing=0.1, progress=False, device="cpu")
+    torch.manual_seed(0)
+    straight = TinyNet()
+    fit(straight, *_loaders(tiny_data), **kw)
+
+    class Disconnect(Exception):
+        pass
+
+    def stop_after_first(epoch, history):
+        if epoch == 1:
+            raise Disconnect  # Colab drops the session after epoch 1's checkpoint is written
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(Disconnect):
+        fit(TinyNet(), *_loaders(tiny_data), checkpoint=ckpt, on_epoch_end=stop_after_first, **kw)
+    torch.manual_seed(123)  # a fresh process: different RNG, a newly initialised model
+    resumed = TinyNet()
+    history = fit(resumed, *_loaders(tiny_data), checkpoint=ckpt, **kw)
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    # A finished run is not trained again.
+    before = {k: v.clone() for k, v in resumed.state_dict().items()}
+    again = fit(resumed, *_loaders(tiny_data), checkpoint=ckpt, **kw)
+    assert len(again.epochs) == 3 and all(torch.equal(before[k], v) for k, v in resumed.state_dict().items())
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_is_left_alone(tiny_data, tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"\x80\x02 truncated")
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        fit(model, *_loaders(tiny_data), epochs=1, checkpoint=ckpt, progress=False, device="cpu")
+    assert ckpt.read_bytes() == b"\x80\x02 truncated"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    save_checkpoint(ckpt, model=TinyNet(width=8), epoch=1)
+    saved = ckpt.read_bytes()
+    other = TinyNet(width=16)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"different model .*shape mismatches.*conv.weight"):
+        load_checkpoint(ckpt, model=other)
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_checkpoint(ckpt, model=nn.Sequential(nn.Linear(2, 2)))
+    assert ckpt.read_bytes() == saved
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint(ckpt, model=TinyNet(), epoch=2, history=[{"epoch": 1, "train_loss": 1.0}])
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 2 and state["history"][0]["train_loss"] == 1.0
+    assert not list(tmp_path.glob("*.tmp")), "no temporary file may be left behind"
+
+
+def test_warmup_then_cosine():
+    f = warmup_cosine(total_steps=110, warmup_steps=10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
+    assert all(f(s) >= f(s + 1) for s in range(10, 110))
+
+
+def test_no_weight_decay_on_norms_biases_and_named_embeddings():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    model.pos_embed = nn.Parameter(torch.zeros(1, 3, 4))
+    model.no_weight_decay = lambda: {"pos_embed"}
+    decay, no_decay = param_groups(model, 0.05)
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
+    assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
+
+
+def test_sequence_outputs_ignore_padding():
+    logits = torch.zeros(2, 3, 5)
+    logits[..., 1] = 10.0
+    targets = torch.tensor([[1, 1, -100], [1, -100, -100]])
+    assert cross_entropy(logits, targets).item() < 1e-3
+    loader = [(torch.zeros(2, 1), targets)]
+    model = nn.Module()
+    model.p = nn.Parameter(torch.zeros(1))
+    model.forward = lambda x: logits + model.p
+    assert evaluate(model, loader, device="cpu") == pytest.approx({"loss": cross_entropy(logits, targets).item(), "acc": 1.0})
+
+
+def test_fit_learns_and_reports_history(tiny_data):
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, in_channels=3)
+    train, test = _loaders(tiny_data)
+    history = fit(model, train, test, epochs=4, lr=3e-3, progress=False, device="cpu")
+    first, last = history.epochs[0], history.last
+    assert set(last) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"}
+    assert last["train_loss"] < first["train_loss"]
+    assert evaluate(model, test)["acc"] == pytest.approx(last["val_acc"])
+    assert History.from_dict(json.loads(json.dumps(history.to_dict()))).epochs == history.epochs
+    fig = history.plot()
+    assert fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "epoch"
+
+
+def test_loss_hook_sees_outputs_targets_and_inputs(tiny_data):
+    seen = {}
+
+    def hook(outputs, targets, inputs):
+        seen["shapes"] = (outputs.shape, targets.shape, inputs.shape)
+        return cross_entropy(outputs, targets)
+    fit(TinyNet(), *_loaders(tiny_data), epochs=1, loss_fn=hook, progress=False, device="cpu")
+    assert seen["shapes"] == (torch.Size([32, 10]), torch.Size([32]), torch.Size([32, 3, 16, 16]))
+
+
+def test_soft_targets_train(tiny_data):
+    train, test = _loaders(tiny_data, mixup_alpha=0.5)
+    history = fit(TinyNet(), train, test, epochs=1, progress=False, device="cpu")
+    assert math.isfinite(history.last["train_loss"]) and 0 <= history.last["train_acc"] <= 1
+
+
+def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--model", "resnet8", "--dataset", "synthetic", "--epochs", "1", "--out", str(out),
+            "--batch-size", "256", "--no-progress"]
+    result = main(args)
+    assert (out / "checkpoint.pt").exists()
+    stored = json.loads((out / "history.json").read_text())
+    assert stored["final"]["epoch"] == 1 == result["final"]["epoch"]
+    with pytest.raises(SystemExit):  # refuses to overwrite a run without --resume
+        main(args)
+    assert "--resume" in capsys.readouterr().err
+    main(args + ["--resume"])  # finished: resumes to the end at once
+
+
+def test_unknown_model_name_suggests():
+    with pytest.raises(KeyError, match="Did you mean .*resnet20.*Known models"):
+        create_model("resnet21")
