@@ -260,7 +260,7 @@ def _register(name: str, defaults: dict):
 
 
 for _size, _cfg in IMAGENET.items():
-    for _patch in ((14, 16, 32) if _size == "huge" else (16, 32)):
+    for _patch in (14, 16, 32):
         _register(f"vit_{_size}_patch{_patch}_224", dict(image_size=224, patch_size=_patch, **_cfg))
 for _name, _cfg in SMALL_IMAGE.items():
     _register(_name, _cfg)
