@@ -8,9 +8,10 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def _requirements_in_environment_yml() -> set[str]:
-    lines = (ROOT / "environment.yml").read_text().splitlines()
-    pip_items = [m.group(1).strip() for m in (re.match(r"\s+- (.+)", l) for l in lines) if m]
-    return {item for item in pip_items if not item.startswith(("python", "pip", "-e"))}
+    import yaml  # installed with jupytext
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return {item for item in pip if not item.startswith("-e")}
 
 
 def test_environment_yml_matches_pyproject():

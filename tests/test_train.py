@@ -158,7 +158,7 @@ def test_soft_targets_train(tiny_data):
 def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--model", "resnet8", "--dataset", "synthetic", "--epochs", "1", "--out", str(out),
-            "--batch-size", "256", "--no-progress"]
+            "--batch-size", "64", "--subset", "0.05", "--no-progress"]
     result = main(args)
     assert (out / "checkpoint.pt").exists()
     stored = json.loads((out / "history.json").read_text())
@@ -172,3 +172,15 @@ def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
 def test_unknown_model_name_suggests():
     with pytest.raises(KeyError, match="Did you mean .*resnet20.*Known models"):
         create_model("resnet21")
+
+
+def test_compile_in_place_keeps_plain_checkpoint_keys(tmp_path):
+    """torch.compile wraps forward, not the module, so checkpoints load into an uncompiled model."""
+    data = synthetic("train", n=64, image_size=8, channels=1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    ckpt = tmp_path / "c.pt"
+    fit(model, DeviceLoader(data, 32, device="cpu"), epochs=1, compile=True, checkpoint=ckpt,
+        progress=False, device="cpu")
+    keys = list(torch.load(ckpt, weights_only=True)["model"])
+    assert keys == ["1.weight", "1.bias"]
+    load_checkpoint(ckpt, model=nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
