@@ -344,7 +344,7 @@ recipes = {
     "Transformer": dict(name="transformer_seq2seq",
                         kwargs=dict(dim=DIM, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
                                     mlp_ratio=2.0, dropout=0.0),
-                        epochs=TF_EPOCHS, batch=TF_BATCH, lr=1e-3, warmup=1.0),
+                        epochs=TF_EPOCHS, batch=TF_BATCH, lr=2e-3, warmup=1.0),
 }
 compare = {}
 for label, r in recipes.items():
