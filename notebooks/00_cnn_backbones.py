@@ -54,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vitcourse import budget, profile
 from vitcourse.claims import Claims
-from vitcourse.data import DeviceLoader, dataset_for_profile, load, subset
+from vitcourse.data import DeviceLoader, dataset_for_profile, load
 from vitcourse.models import create_model
 from vitcourse.train import fit, predict
 
@@ -298,9 +298,9 @@ claims.add("C0-bias", "convolution is translation-equivariant, a dense layer is 
 # data with random crops (4 px of padding on 32 px images, 2 on 28 px) and flips, batched on the device.
 
 # %%
-model_name = budget(smoke="resnet8", cpu="resnet8_w2", gpu="resnet20")
-epochs = budget(smoke=1, cpu=4, gpu=30)
-train = subset(train_full, budget(smoke=1.0, cpu=1.0, gpu=1.0))
+model_name = budget(smoke="resnet8", cpu="resnet8", gpu="resnet20")
+epochs = budget(smoke=1, cpu=6, gpu=30)
+train = train_full
 train_loader = DeviceLoader(train, budget(smoke=128, cpu=128, gpu=512), crop_padding=2 if h == 28 else 4,
                             flip=True, seed=0)
 test_loader = DeviceLoader(test, 1000, shuffle=False)

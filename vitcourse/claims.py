@@ -32,10 +32,9 @@ class Claims:
     chapter: str
     rows: list[Claim] = field(default_factory=list)
 
-    def add(self, id: str, claim: str, measured: str, holds: bool) -> Claim:
+    def add(self, id: str, claim: str, measured: str, holds: bool) -> None:
         row = Claim(id, claim, measured, bool(holds))
         self.rows = [r for r in self.rows if r.id != id] + [row]  # re-running a cell replaces its row
-        return row
 
     def markdown(self) -> str:
         p = profile()
