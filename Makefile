@@ -38,3 +38,11 @@ course: $(STAMP)
 
 clean:
 	rm -rf build notebooks/runs runs
+
+# Benchmarks (benchmarks/RESULTS.md): items 1-3 and 5 (~3 min on 2 cores), then item 4 (~30 min).
+.PHONY: bench bench-accuracy
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-accuracy: $(STAMP)
+	$(PY) -m benchmarks accuracy
