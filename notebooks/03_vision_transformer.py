@@ -62,12 +62,13 @@ if DEVICE.type == "cpu":
 DATASET = D.dataset_for_profile()                       # synthetic | fashion_mnist | cifar10
 MODEL = budget(
     smoke=dict(patch_size=8, dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
-    cpu=dict(patch_size=4, dim=64, depth=6, num_heads=4, mlp_ratio=2.0),
+    cpu=dict(patch_size=7, dim=128, depth=6, num_heads=4, mlp_ratio=2.0),
     gpu=dict(patch_size=4, dim=192, depth=9, num_heads=3, mlp_ratio=2.0, drop_path=0.1),
 )
-EPOCHS = budget(smoke=1, cpu=6, gpu=100)
-BATCH = budget(smoke=128, cpu=128, gpu=256)
-LR = budget(smoke=2e-3, cpu=2e-3, gpu=1e-3)
+EPOCHS = budget(smoke=1, cpu=7, gpu=100)
+WARMUP = budget(smoke=0.2, cpu=0.5, gpu=5)               # epochs of linear learning-rate warm-up
+BATCH = budget(smoke=128, cpu=64, gpu=256)
+LR = budget(smoke=2e-3, cpu=1e-3, gpu=1e-3)
 AUGMENT = budget(smoke=dict(crop_padding=0), cpu=dict(crop_padding=0),
                  gpu=dict(crop_padding=4, flip=True, randaugment=True))
 LABEL_SMOOTHING = 0.1
@@ -240,7 +241,7 @@ model = ViT(cfg)
 init_pos_embed = model.pos_embed.detach().clone()
 t0 = time.perf_counter()
 history = fit(model, train_loader, test_loader, epochs=EPOCHS, lr=LR, weight_decay=0.05,
-              warmup_epochs=min(1.0, EPOCHS / 5), label_smoothing=LABEL_SMOOTHING, device=DEVICE)
+              warmup_epochs=WARMUP, label_smoothing=LABEL_SMOOTHING, device=DEVICE)
 train_seconds = time.perf_counter() - t0
 test_acc = history.last["val_acc"]
 print(f"{train_seconds / 60:.1f} min, {history.last['images_per_s']:.0f} images/s, test accuracy {test_acc:.4f}")
