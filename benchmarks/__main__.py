@@ -27,8 +27,8 @@ def main(argv=None) -> None:
                    help="torch CPU threads (default: torch's choice, one per core)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
     p.add_argument("--no-save", action="store_true", help="print only; do not append to RESULTS.md")
-    p.add_argument("--minutes", type=float, default=10.0,
-                   help="accuracy: wall-clock budget per model (default 10)")
+    p.add_argument("--minutes", type=float, default=20.0,
+                   help="accuracy: wall-clock budget per model (default 20)")
     args = p.parse_args(argv)
     args.items = args.items or list(ITEMS)
     unknown = [i for i in args.items if i not in ITEMS and i != "accuracy"]

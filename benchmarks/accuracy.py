@@ -1,7 +1,8 @@
 """Item 4: wall-clock time and epochs for the course's ViT and ResNet to first reach 90% test accuracy
 on Fashion-MNIST with ``vitcourse.train.fit``, using the cpu-profile settings of notebooks 03 (ViT)
 and 00 (ResNet). Test accuracy is measured after every epoch; a run stops at the target, at the end
-of its schedule, or when it has used its time budget. Writes the curves to
+of its schedule, or after the epoch that takes it past its time budget (20 min by default; the
+issue's target for the ViT is 10 min, read it off the table). Writes the curves to
 benchmarks/time_to_accuracy.png and the table to RESULTS.md.
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ def runs(train, c: int, h: int) -> dict:
     }
 
 
-def run(save: bool = True, quick: bool = False, minutes: float = 10.0) -> list[dict]:
+def run(save: bool = True, quick: bool = False, minutes: float = 20.0) -> list[dict]:
     dev = runtime.device()
     if quick:
         train, test = (load("synthetic", s, n=512 if s == "train" else 256, image_size=28, channels=1)
@@ -64,6 +65,7 @@ def run(save: bool = True, quick: bool = False, minutes: float = 10.0) -> list[d
         def on_epoch_end(epoch, history):
             train_s = sum(e["seconds"] for e in history.epochs)
             curve.append((time.perf_counter() - t0, train_s, history.last["val_acc"]))
+            print(f"  {name}: epoch {epoch}, {curve[-1][0]:.0f} s, test accuracy {curve[-1][2]:.4f}", flush=True)
             if history.last["val_acc"] >= TARGET or curve[-1][0] > 60 * minutes:
                 raise Stop
 
