@@ -85,6 +85,9 @@ def test_subset_is_stratified_and_nested():
     small, large = subset(data, 0.1, seed=3), subset(data, 0.5, seed=3)
     assert torch.bincount(small.labels).tolist() == [10] * 10
     assert torch.bincount(subset(data, 200).labels).tolist() == [20] * 10
+    assert [len(subset(data, k)) for k in (37, 1000, 999)] == [37, 1000, 999]  # exact counts
+    uneven = subset(data, 0.33)
+    assert len(uneven) == 330 and set(torch.bincount(uneven.labels).tolist()) == {33}
     as_rows = lambda d: {tuple(x.flatten()[:64].tolist()) for x in d.images}  # noqa: E731
     assert as_rows(small) <= as_rows(large)
     with pytest.raises(ValueError, match="fraction"):

@@ -194,6 +194,15 @@ LOADERS = {"fashion_mnist": _fashion_mnist, "cifar10": _cifar("CIFAR10"),
            "cifar100": _cifar("CIFAR100"), "synthetic": None}
 
 
+def _apportion(counts: torch.Tensor, total: int) -> torch.Tensor:
+    """Split ``total`` over classes in proportion to ``counts`` (largest remainders), at least 1 each."""
+    exact = counts.double() * total / counts.sum()
+    quota = exact.floor().long()
+    short = total - int(quota.sum())
+    quota[(exact - quota).argsort(descending=True)[:short]] += 1
+    return quota.clamp(min=1).minimum(counts)
+
+
 def subset(data: ImageData, fraction_or_count: float | int, seed: int = 0) -> ImageData:
     """A stratified subset: the same share of every class, e.g. ``subset(train, 0.1)`` or ``subset(train, 500)``.
 
@@ -206,11 +215,12 @@ def subset(data: ImageData, fraction_or_count: float | int, seed: int = 0) -> Im
     if isinstance(fraction_or_count, int) and not 0 < fraction_or_count <= n:
         raise ValueError(f"a count must be between 1 and {n} (the data set's size), got {fraction_or_count}")
     fraction = fraction_or_count if isinstance(fraction_or_count, float) else fraction_or_count / n
+    counts = torch.bincount(data.labels, minlength=len(data.classes))
+    quota = _apportion(counts, round(fraction * n))
     g = torch.Generator().manual_seed(seed)
     keep = []
-    for c in range(len(data.classes)):
+    for c, k in enumerate(quota.tolist()):
         idx = (data.labels == c).nonzero().squeeze(1)
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        keep.append(idx[: max(1, round(fraction * len(idx)))])
+        keep.append(idx[torch.randperm(len(idx), generator=g)][:k])
     keep = torch.cat(keep).sort().values
     return replace(data, images=data.images[keep], labels=data.labels[keep])
