@@ -50,7 +50,8 @@ def test_claims_table_saved_and_gathered(tmp_path, monkeypatch, capsys):
     claims.add("C0", "bigger is better", measured="acc 0.91 vs 0.80", holds=0.91 > 0.80)
     claims.add("C0b", "smaller is better", measured="acc 0.80 vs 0.91", holds=0.80 > 0.91)
     claims.add("C0", "bigger is better", measured="acc 0.92 vs 0.80", holds=True)  # a re-run replaces
-    text = claims.show()
+    claims.show()
+    text = (tmp_path / "00_test.md").read_text()
     assert "| C0 | bigger is better | acc 0.92 vs 0.80 | yes |" in text and "| NO |" in text
     assert text.count("| C0 |") == 1 and "profile: cpu" in capsys.readouterr().out
     saved = json.loads((tmp_path / "00_test.json").read_text())

@@ -45,14 +45,14 @@ class Claims:
         lines += [f"| {r.id} | {r.claim} | {r.measured} | {'yes' if r.holds else 'NO'} |" for r in self.rows]
         return "\n".join(lines)
 
-    def show(self) -> str:
+    def show(self) -> None:
+        """Print the table and save it (markdown and JSON) for ``make course``."""
         text = self.markdown()
         print(text)
         folder = Path(os.environ.get("VITCOURSE_CLAIMS_DIR", "runs/claims"))
         atomic_write_text(text + "\n", folder / f"{self.chapter}.md")
         atomic_write_json({"chapter": self.chapter, "profile": profile(),
                            "claims": [asdict(r) for r in self.rows]}, folder / f"{self.chapter}.json")
-        return text
 
 
 def gather(folder, out) -> str:
