@@ -40,9 +40,11 @@ clean:
 	rm -rf build notebooks/runs runs
 
 # Benchmarks (benchmarks/RESULTS.md): items 1-3 and 5 (~3 min on 2 cores), then item 4 (~30 min).
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--threads 1" (python -m benchmarks -h).
+BENCH_ARGS ?=
 .PHONY: bench bench-accuracy
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 bench-accuracy: $(STAMP)
-	$(PY) -m benchmarks accuracy
+	$(PY) -m benchmarks accuracy $(BENCH_ARGS)

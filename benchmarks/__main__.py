@@ -29,6 +29,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-save", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--minutes", type=float, default=20.0,
                    help="accuracy: wall-clock budget per model (default 20)")
+    p.add_argument("--models", default="vit,resnet",
+                   help="accuracy: comma-separated runs among vit, resnet, vit_p7 (default vit,resnet)")
     args = p.parse_args(argv)
     args.items = args.items or list(ITEMS)
     unknown = [i for i in args.items if i not in ITEMS and i != "accuracy"]
@@ -43,7 +45,7 @@ def main(argv=None) -> None:
     for item in args.items:
         kw = {} if args.repeats is None else {"repeats": args.repeats}
         if item == "accuracy":
-            accuracy.run(save=save, quick=args.quick, minutes=args.minutes)
+            accuracy.run(save=save, quick=args.quick, minutes=args.minutes, models=args.models.split(","))
         else:
             ITEMS[item](save=save, quick=args.quick, **kw)
     report(f"_{time.perf_counter() - t0:.0f} s in all; load average at the end: {load_average()}_\n", save)

@@ -56,7 +56,7 @@ def run(repeats: int = 7, save: bool = True, quick: bool = False) -> list[dict]:
     text = (f"### 2. Multi-head self-attention forward + backward, width {DIM}, {HEADS} heads, ms per call, "
             f"median of {repeats} interleaved repeats\n\n"
             + table(["seq", "batch", "ours ms", "torch.nn.MultiheadAttention ms", "speed-up (torch/ours)",
-                     "max |out diff|"], rows))
+                     "max abs diff of outputs"], rows))
     report(text + "\n", save)
     return results
 

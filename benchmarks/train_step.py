@@ -63,7 +63,7 @@ def compiled(model, dev, make):
     return step, time.perf_counter() - t0
 
 
-def run(repeats: int = 5, save: bool = True, quick: bool = False) -> list[dict]:
+def run(repeats: int = 9, save: bool = True, quick: bool = False) -> list[dict]:
     dev = runtime.device()
     # torch.compile is measured where it pays off and compiles in reasonable time: on a GPU.
     modes = [False, True] if dev.type == "cuda" else [False]
