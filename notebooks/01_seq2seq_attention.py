@@ -48,12 +48,7 @@ from vitcourse.models.seq2seq import exact_match_by_length
 from vitcourse.nn import AdditiveAttention, dot_product_attention, padding_mask
 from vitcourse.train import fit
 
-DEVICE = vitcourse.device()
-if DEVICE.type == "cpu":
-    # These models are small and step through time one token at a time: each operation is too
-    # small to split across threads, and the hand-offs cost more than they save (a lot more on a
-    # busy machine). One thread is faster here.
-    torch.set_num_threads(1)
+DEVICE = vitcourse.device_for_small_models()  # on a CPU: one thread, faster for small models
 
 # Every run size comes from the profile (smoke: CI seconds; cpu: minutes; gpu: the full run).
 MAX_LEN = budget(smoke=12, cpu=40, gpu=50)          # longest source sentence

@@ -52,11 +52,7 @@ from vitcourse.models.seq2seq import exact_match_by_length
 from vitcourse.nn import MultiHeadAttention, causal_mask, dot_product_attention, padding_mask, sinusoidal_table
 from vitcourse.train import cross_entropy, fit
 
-DEVICE = vitcourse.device()
-if DEVICE.type == "cpu":
-    # Small models, small matrices: splitting each op over threads costs more than it saves
-    # (much more on a busy machine). One thread is faster here.
-    torch.set_num_threads(1)
+DEVICE = vitcourse.device_for_small_models()  # on a CPU: one thread, faster for small models
 
 # Every run size comes from the profile (smoke: CI seconds; cpu: minutes; gpu: the full run).
 MAX_LEN = budget(smoke=12, cpu=40, gpu=50)          # the chapter-01 task

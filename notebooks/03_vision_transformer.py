@@ -50,11 +50,7 @@ from vitcourse.models.vit import LinearPatchEmbedding, PatchEmbedding, ViT, ViTC
 from vitcourse.nn import EncoderLayer
 from vitcourse.train import evaluate, fit
 
-DEVICE = vitcourse.device()
-if DEVICE.type == "cpu":
-    # A small ViT's matrices are too small to split well across threads, and on a shared machine a
-    # thread that waits for its partner wastes more than it gains: one thread is faster here.
-    torch.set_num_threads(1)
+DEVICE = vitcourse.device_for_small_models()  # on a CPU: one thread, faster for small models
 
 # Every run size comes from the profile (smoke: CI seconds; cpu: Fashion-MNIST in minutes;
 # gpu: CIFAR-10, the real run).

@@ -71,3 +71,13 @@ def test_environment_report_warns_on_torchvision_mismatch(monkeypatch):
     with pytest.warns(UserWarning, match="reinstall"):
         report = runtime.environment_report()
     assert "torchvision::nms" in report
+
+
+def test_device_for_small_models_uses_one_cpu_thread(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = torch.get_num_threads()
+    try:
+        assert vitcourse.device_for_small_models().type == "cpu"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
