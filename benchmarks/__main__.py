@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     p.add_argument("--minutes", type=float, default=20.0,
                    help="accuracy: wall-clock budget per model (default 20)")
     p.add_argument("--models", default="vit,resnet",
-                   help="accuracy: comma-separated runs among vit, resnet, vit_p7 (default vit,resnet)")
+                   help="accuracy: comma-separated runs among vit, resnet (default vit,resnet)")
     args = p.parse_args(argv)
     args.items = args.items or list(ITEMS)
     unknown = [i for i in args.items if i not in ITEMS and i != "accuracy"]

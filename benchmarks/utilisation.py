@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vitcourse import runtime
 from vitcourse.models.vit import ViT, ViTConfig, config_of
+from vitcourse.recipes import recipe
 
 from .common import header, interleaved, median, report, spread, table
 from .train_step import make_step
@@ -57,10 +58,9 @@ def run(repeats: int = 5, save: bool = True, quick: bool = False) -> list[dict]:
     policy = runtime.precision_for(dev)
     if dev.type == "cuda":  # the item-6 setting: a width-384 CIFAR ViT, batch 1024, the GPU's precision
         models, size = [(config_of("vit_cifar_patch4_32", dim=384, num_heads=6, drop_path=0.0), 1024)], 8192
-    else:  # the small CIFAR ViT (the target), and the Fashion-MNIST ViT that item 4 trains
-        fashion = ViTConfig(image_size=28, patch_size=4, in_channels=1, num_classes=10, dim=64, depth=6,
-                            num_heads=4, mlp_ratio=2.0)
-        models, size = [(config_of("vit_cifar_patch4_32"), 128), (fashion, 128)], 2048
+    else:  # the gpu-profile CIFAR ViT (the target), and the cpu-profile Fashion-MNIST ViT of chapter 03
+        cpu = recipe("vit", "cpu")
+        models, size = [(config_of(recipe("vit", "gpu").model), 128), (config_of(cpu.model), cpu.batch_size)], 2048
     if quick:
         models, size = [(cfg, max(2, batch // 8)) for cfg, batch in models], size // 2
     dtype = policy.dtype or torch.float32

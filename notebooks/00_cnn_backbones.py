@@ -56,6 +56,8 @@ from vitcourse import budget, profile
 from vitcourse.claims import Claims
 from vitcourse.data import DeviceLoader, dataset_for_profile, load
 from vitcourse.models import create_model
+from vitcourse.recipes import recipe
+from vitcourse.study import run_dir
 from vitcourse.train import fit, predict
 
 vitcourse.seed_everything(0)
@@ -295,20 +297,22 @@ claims.add("C0-bias", "convolution is translation-equivariant, a dense layer is 
 # ## 9. Train the course ResNet
 # `vitcourse.models.resnet` is the CIFAR-style ResNet of He et al. (3 stages, 16/32/64 channels). It
 # is the CNN baseline of chapter 04 and the DeiT teacher of chapter 05. We train it on the profile's
-# data with random crops (4 px of padding on 32 px images, 2 on 28 px) and flips, batched on the device.
+# data with random crops and flips, batched on the device, with the profile's recipe from
+# `vitcourse.recipes` (the same settings the benchmarks time).
 
 # %%
-model_name = budget(smoke="resnet8", cpu="resnet8", gpu="resnet20")
-epochs = budget(smoke=1, cpu=6, gpu=30)
+R = recipe("resnet")  # vitcourse.recipes: the one place chapters and benchmarks read the course ResNet's settings
+model_name, epochs = R.model, R.epochs
 train = train_full
-train_loader = DeviceLoader(train, budget(smoke=128, cpu=128, gpu=512), crop_padding=2 if h == 28 else 4,
-                            flip=True, seed=0)
+train_loader = DeviceLoader(train, R.batch_size, seed=0, **R.augment)
 test_loader = DeviceLoader(test, 1000, shuffle=False)
-model = create_model(model_name, num_classes=len(train.classes), in_channels=c, image_size=h)
+model = R.build(train)
 print(f"{model_name}: {sum(p.numel() for p in model.parameters()):,} parameters; {len(train):,} training images")
-history = fit(model, train_loader, test_loader, epochs=epochs, lr=budget(smoke=3e-3, cpu=3e-3, gpu=2e-3),
-              weight_decay=0.05, warmup_epochs=budget(smoke=0.2, cpu=0.3, gpu=2), label_smoothing=0.1,
-              checkpoint=f"runs/00_{model_name}_{profile()}/checkpoint.pt")
+print(R)
+# Each run gets its own folder from its settings: change a knob and re-run, and a new run starts.
+run = run_dir("00_resnet", {**R.to_dict(), "data": data_name})
+history = fit(model, train_loader, test_loader, epochs=epochs, **R.fit_args(), val_name="test",
+              checkpoint=run / "checkpoint.pt")
 history.plot(f"{model_name} on {data_name}")
 plt.show()
 
@@ -321,7 +325,7 @@ pred, target = predict(model, test_loader)
 k = len(test.classes)
 confusion = torch.bincount(target * k + pred, minlength=k * k).view(k, k)
 test_acc = (pred == target).float().mean().item()
-assert confusion.sum() == len(test) and abs(confusion.diag().sum().item() / len(test) - history.last["val_acc"]) < 1e-6
+assert confusion.sum() == len(test) and abs(confusion.diag().sum().item() / len(test) - history.last["test_acc"]) < 1e-6
 fig, ax = plt.subplots(figsize=(6, 5))
 im = ax.imshow(confusion / confusion.sum(1, keepdim=True), cmap="Blues", vmin=0, vmax=1)
 ax.set_xticks(range(k), test.classes, rotation=60, ha="right")

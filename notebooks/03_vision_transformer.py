@@ -48,25 +48,18 @@ from vitcourse.claims import Claims
 from vitcourse.models import create_model
 from vitcourse.models.vit import LinearPatchEmbedding, PatchEmbedding, ViT, ViTConfig, config_of, patchify
 from vitcourse.nn import EncoderLayer
+from vitcourse.recipes import recipe
+from vitcourse.study import run_dir
 from vitcourse.train import evaluate, fit
 
-DEVICE = vitcourse.device_for_small_models()  # on a CPU: one thread, faster for small models
+DEVICE = vitcourse.device()
 
 # Every run size comes from the profile (smoke: CI seconds; cpu: Fashion-MNIST in minutes;
-# gpu: CIFAR-10, the real run).
+# gpu: CIFAR-10, the real run). The training recipe of the course ViT lives in vitcourse.recipes,
+# where chapters 04-07 and the benchmarks read it too.
 DATASET = D.dataset_for_profile()                       # synthetic | fashion_mnist | cifar10
-MODEL = budget(
-    smoke=dict(patch_size=8, dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
-    cpu=dict(patch_size=7, dim=128, depth=6, num_heads=4, mlp_ratio=2.0),
-    gpu=dict(patch_size=4, dim=192, depth=9, num_heads=3, mlp_ratio=2.0, drop_path=0.1),
-)
-EPOCHS = budget(smoke=1, cpu=8, gpu=100)
-WARMUP = budget(smoke=0.2, cpu=0.5, gpu=5)               # epochs of linear learning-rate warm-up
-BATCH = budget(smoke=128, cpu=64, gpu=256)
-LR = budget(smoke=2e-3, cpu=1e-3, gpu=1e-3)
-AUGMENT = budget(smoke=dict(crop_padding=0), cpu=dict(crop_padding=0),
-                 gpu=dict(crop_padding=4, flip=True, randaugment=True))
-LABEL_SMOOTHING = 0.1
+R = recipe("vit")
+print(R)
 N_TRAIN = budget(smoke=1024, cpu=None, gpu=None)         # None: the whole training set
 TARGET_ACC = budget(smoke=None, cpu=0.88, gpu=0.85)      # test accuracy the from-scratch run must reach
 TIME_LIMIT_S = budget(smoke=None, cpu=20 * 60, gpu=60 * 60)
@@ -114,7 +107,7 @@ if N_TRAIN is not None:
     train_data = D.subset(train_data, N_TRAIN)
 C, H, W = train_data.shape
 print(train_data, "\n", test_data)
-cfg = ViTConfig(image_size=H, in_channels=C, num_classes=len(train_data.classes), **MODEL)
+cfg = config_of(R.model, image_size=H, in_channels=C, num_classes=len(train_data.classes))
 fig = analysis.plot_patches(test_data.images[0], cfg.patch_size)
 fig.suptitle(f"{DATASET}: class '{test_data.classes[test_data.labels[0]]}'")
 
@@ -229,17 +222,18 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 # memory on the device (`DeviceLoader`), and augmentation, when used, is batched there too.
 
 # %%
-train_loader = D.DeviceLoader(train_data, BATCH, shuffle=True, drop_last=True, device=DEVICE, **AUGMENT)
+train_loader = D.DeviceLoader(train_data, R.batch_size, shuffle=True, drop_last=True, device=DEVICE, **R.augment)
 test_loader = D.DeviceLoader(test_data, 500, shuffle=False, device=DEVICE)
 torch.manual_seed(0)
 model = ViT(cfg)
 init_pos_embed = model.pos_embed.detach().clone()
-# The checkpoint is written after every epoch: re-running this cell after a disconnect resumes.
-history = fit(model, train_loader, test_loader, epochs=EPOCHS, lr=LR, weight_decay=0.05,
-              warmup_epochs=WARMUP, label_smoothing=LABEL_SMOOTHING, device=DEVICE,
-              checkpoint=f"runs/03_vit_{vitcourse.profile()}/checkpoint.pt")
+# The checkpoint is written after every epoch: re-running this cell after a disconnect resumes. Its
+# folder is named from the run's settings, so changing a knob starts a new run beside the old one.
+run = run_dir("03_vit", {**R.to_dict(), "data": DATASET, "n_train": len(train_data)})
+history = fit(model, train_loader, test_loader, epochs=R.epochs, **R.fit_args(), device=DEVICE,
+              val_name="test", checkpoint=run / "checkpoint.pt")
 train_seconds = sum(e["seconds"] for e in history.epochs)  # right after a resume too
-test_acc = history.last["val_acc"]
+test_acc = history.last["test_acc"]
 print(f"{train_seconds / 60:.1f} min, {history.last['images_per_s']:.0f} images/s, test accuracy {test_acc:.4f}")
 fig = history.plot(title=f"ViT on {DATASET}")
 
@@ -261,12 +255,12 @@ images = next(iter(D.DeviceLoader(D.subset(test_data, N_ANALYSIS, seed=1), N_ANA
 attentions = analysis.attention_maps(model, images)
 with torch.no_grad():
     predictions = model(images).argmax(-1).cpu()
-cls_maps = analysis.cls_attention(attentions[-1]).cpu()
+cls_maps = analysis.cls_attention(attentions[-1], model).cpu()
 fig = analysis.plot_attention_heads(images[0].cpu(), cls_maps[0], mean, std,
                                     title="last layer: class-token attention per head")
 rollout = analysis.attention_rollout(attentions)
 assert torch.allclose(rollout.sum(-1), torch.ones_like(rollout.sum(-1)), atol=1e-4)
-maps = analysis.rollout_map(rollout).cpu()
+maps = analysis.rollout_map(rollout, model).cpu()
 show = 8
 fig = analysis.plot_rollout(images[:show].cpu(), maps[:show], mean=mean, std=std,
                             labels=[test_data.classes[p] for p in predictions[:show]])
@@ -280,8 +274,8 @@ fig = analysis.plot_rollout(images[:show].cpu(), maps[:show], mean=mean, std=std
 # embeddings, and patches in the same row or column more similar than others.
 
 # %%
-sim_init = analysis.position_embedding_similarity(init_pos_embed)
-sim = analysis.position_embedding_similarity(model.pos_embed)
+sim_init = analysis.position_embedding_similarity(model, init_pos_embed)
+sim = analysis.position_embedding_similarity(model)
 fig = analysis.plot_position_similarity(sim, title="learned position embeddings: cosine similarity")
 structure, structure_init = analysis.position_structure(sim), analysis.position_structure(sim_init)
 for name, s in [("initial", structure_init), ("trained", structure)]:
@@ -298,7 +292,7 @@ for name, s in [("initial", structure_init), ("trained", structure)]:
 # stay local, with the distances growing with depth. The dashed line is uniform attention.
 
 # %%
-distance = analysis.mean_attention_distance(attentions, cfg.patch_size).cpu()
+distance = analysis.mean_attention_distance(attentions, model).cpu()
 uniform = analysis.patch_distances(cfg.grid_size, cfg.patch_size).mean().item()
 fig = analysis.plot_attention_distance(distance, cfg.patch_size, cfg.grid_size,
                                        title=f"mean attention distance, {N_ANALYSIS} test images")
@@ -341,8 +335,8 @@ print(f"position embedding {tuple(model.pos_embed.shape)} -> {tuple(hires.pos_em
 acc_native = evaluate(model, test_loader)["acc"]
 acc_hires = evaluate(hires, Resized(test_loader, NEW_SIZE))["acc"]
 finetune_data = D.subset(train_data, budget(smoke=256, cpu=5000, gpu=10000), seed=2)
-ft_loader = Resized(D.DeviceLoader(finetune_data, BATCH, drop_last=True, device=DEVICE), NEW_SIZE)
-fit(hires, ft_loader, epochs=1, lr=LR / 10, warmup_epochs=0.1, label_smoothing=LABEL_SMOOTHING,
+ft_loader = Resized(D.DeviceLoader(finetune_data, R.batch_size, drop_last=True, device=DEVICE), NEW_SIZE)
+fit(hires, ft_loader, epochs=1, lr=R.lr / 10, warmup_epochs=0.1, label_smoothing=R.label_smoothing,
     device=DEVICE, progress=False)
 acc_hires_ft = evaluate(hires, Resized(test_loader, NEW_SIZE))["acc"]
 print(f"{H}px (trained): {acc_native:.4f} | {NEW_SIZE}px interpolated, no training: {acc_hires:.4f} | "
@@ -412,7 +406,7 @@ claims.add("C3b", "early layers mix local and global heads",
 if TARGET_ACC is not None:
     claims.add("C3c", f"a ViT trained from scratch on {DATASET} reaches {TARGET_ACC:.0%} test accuracy "
                f"in under {TIME_LIMIT_S / 60:.0f} min",
-               measured=f"{test_acc:.2%} after {EPOCHS} epochs in {train_seconds / 60:.1f} min "
+               measured=f"{test_acc:.2%} after {R.epochs} epochs in {train_seconds / 60:.1f} min "
                         f"({n_params / 1e3:.0f}k parameters)",
                holds=test_acc >= TARGET_ACC and train_seconds <= TIME_LIMIT_S)
 claims.add("FixRes", "interpolated position embeddings run the model at a higher resolution",

@@ -38,20 +38,20 @@ def test_rollout_multiplies_later_layers_on_the_left():
     a1, a2 = random_attention(layers=2)
     step = lambda a: (a.mean(1) + torch.eye(17)) / 2  # noqa: E731
     torch.testing.assert_close(A.attention_rollout([a1, a2]), step(a2) @ step(a1))
-    maps = A.rollout_map(A.attention_rollout([a1, a2]))
+    maps = A.rollout_map(A.attention_rollout([a1, a2]), 1)
     assert maps.shape == (2, 4, 4) and torch.allclose(maps.amax((1, 2)), torch.ones(2))
 
 
 def test_mean_attention_distance_self_only_is_zero():
     eye = torch.eye(17).expand(2, 3, 17, 17)
-    dist = A.mean_attention_distance([eye, eye], patch_size=8)
+    dist = A.mean_attention_distance([eye, eye], 1, patch_size=8)
     assert dist.shape == (2, 3)
     assert torch.equal(dist, torch.zeros(2, 3))
 
 
 def test_mean_attention_distance_uniform_is_mean_pairwise_distance():
     uniform = torch.full((1, 2, 17, 17), 1 / 17)
-    dist = A.mean_attention_distance(uniform, patch_size=8)
+    dist = A.mean_attention_distance(uniform, 1, patch_size=8)
     # Mean pairwise distance between the centres of a 4x4 grid of 8-pixel patches, by brute force.
     centres = [(8 * r, 8 * c) for r in range(4) for c in range(4)]
     pairwise = sum(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 for a in centres for b in centres) / 256
@@ -65,7 +65,7 @@ def test_mean_attention_distance_to_right_neighbour_is_one_patch():
         r, c = divmod(k, 4)
         a[0, 0, 1 + k, 1 + r * 4 + (c + 1 if c < 3 else c - 1)] = 1.0
     a[0, 0, 0, 0] = 1.0
-    assert A.mean_attention_distance(a, patch_size=5).item() == pytest.approx(5.0)
+    assert A.mean_attention_distance(a, 1, patch_size=5).item() == pytest.approx(5.0)
 
 
 def test_position_similarity_of_structured_embedding():
@@ -76,14 +76,14 @@ def test_position_similarity_of_structured_embedding():
     feats = torch.cat([torch.sin(r.flatten()[:, None] * freqs), torch.cos(r.flatten()[:, None] * freqs),
                        torch.sin(c.flatten()[:, None] * freqs), torch.cos(c.flatten()[:, None] * freqs)], -1)
     pos = torch.cat([torch.randn(1, 16), feats])[None]
-    sim = A.position_embedding_similarity(pos)
+    sim = A.position_embedding_similarity(1, pos)
     assert sim.shape == (g, g, g, g)
     torch.testing.assert_close(sim[2, 3, 2, 3], torch.tensor(1.0))
     s = A.position_structure(sim)
     assert s["same_row_or_column"] > s["elsewhere"]
     assert s["distance_correlation"] < -0.5
     # A random embedding has no such structure.
-    s_rand = A.position_structure(A.position_embedding_similarity(torch.randn(1, 1 + g * g, 64)))
+    s_rand = A.position_structure(A.position_embedding_similarity(1, torch.randn(1, 1 + g * g, 64)))
     assert abs(s_rand["distance_correlation"]) < 0.3
 
 
@@ -92,14 +92,18 @@ def test_maps_from_a_model(model):
     attentions = A.attention_maps(model, x)
     assert model.training  # the mode is restored
     assert len(attentions) == 2 and attentions[0].shape == (3, 2, 17, 17)
-    assert A.cls_attention(attentions[0]).shape == (3, 2, 4, 4)
-    dist = A.mean_attention_distance(attentions, patch_size=4)
+    assert A.cls_attention(attentions[0], model).shape == (3, 2, 4, 4)
+    dist = A.mean_attention_distance(attentions, model)
     assert dist.shape == (2, 2) and (dist > 0).all()
 
 
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="square grid"):
-        A.mean_attention_distance(torch.full((1, 1, 13, 13), 1 / 13), patch_size=4)
+        A.mean_attention_distance(torch.full((1, 1, 13, 13), 1 / 13), 1, patch_size=4)
+    with pytest.raises(ValueError, match="patch_size"):
+        A.mean_attention_distance(random_attention(), 1)
+    with pytest.raises(TypeError, match="prefix tokens"):
+        A.cls_attention(random_attention()[0], "one")
     with pytest.raises(ValueError, match="at least one layer"):
         A.attention_rollout([])
 
@@ -107,13 +111,65 @@ def test_bad_inputs_raise():
 def test_plots_have_titles_and_labels(model):
     x = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
     figs = [A.plot_patches(x[0], 4),
-            A.plot_position_similarity(A.position_embedding_similarity(model.pos_embed)),
+            A.plot_position_similarity(A.position_embedding_similarity(model)),
             A.plot_attention_distance(torch.rand(2, 2) * 8, patch_size=4, grid_size=4)]
     attentions = A.attention_maps(model, x.float() / 255)
-    figs.append(A.plot_attention_heads(x[0], A.cls_attention(attentions[-1])[0]))
-    figs.append(A.plot_rollout(x, A.rollout_map(A.attention_rollout(attentions)), labels=["a", "b"]))
+    figs.append(A.plot_attention_heads(x[0], A.cls_attention(attentions[-1], model)[0]))
+    figs.append(A.plot_rollout(x, A.rollout_map(A.attention_rollout(attentions), model), labels=["a", "b"]))
     for fig in figs:
         ax = fig.axes[0]
         assert ax.get_title() or fig._suptitle is not None
     assert figs[2].axes[0].get_xlabel() and figs[2].axes[0].get_ylabel()
     plt.close("all")
+
+
+class TwoTokens(torch.nn.Module):
+    """A test prefix of two learned tokens (a class token and a second one, as DeiT's)."""
+    num_tokens = 2
+
+    def __init__(self, dim):
+        super().__init__()
+        self.tokens = torch.nn.Parameter(torch.randn(1, 2, dim))
+
+    def forward(self, x):
+        return torch.cat([self.tokens.expand(x.shape[0], -1, -1), x], 1)
+
+    def output(self, logits, tokens):
+        return logits
+
+
+@pytest.fixture
+def two_prefix_model(monkeypatch):
+    from vitcourse.models.parts import PREFIXES
+    monkeypatch.setitem(PREFIXES._items, "two_test_tokens", lambda c: TwoTokens(c.dim))
+    torch.manual_seed(0)
+    return ViT(ViTConfig(image_size=16, patch_size=4, in_channels=1, num_classes=3, dim=16, depth=2,
+                         num_heads=2, prefix="two_test_tokens"))
+
+
+def test_numbers_with_one_prefix_token_are_unchanged(model):
+    """The model-based calls give what the explicit one-prefix-token calls give (the old defaults)."""
+    x = torch.randn(2, 1, 16, 16)
+    att = A.attention_maps(model, x)
+    torch.testing.assert_close(A.cls_attention(att[-1], model), A.cls_attention(att[-1], 1))
+    torch.testing.assert_close(A.cls_attention(att[-1], model), att[-1][:, :, 0, 1:].reshape(2, 2, 4, 4))
+    torch.testing.assert_close(A.mean_attention_distance(att, model), A.mean_attention_distance(att, 1, patch_size=4))
+    torch.testing.assert_close(A.position_embedding_similarity(model),
+                               A.position_embedding_similarity(1, model.pos_embed))
+
+
+def test_shapes_with_two_prefix_tokens(two_prefix_model):
+    m = two_prefix_model
+    assert m.num_prefix_tokens == 2 and m.pos_embed.shape == (1, 2 + 16, 16)
+    x = torch.randn(3, 1, 16, 16)
+    att = A.attention_maps(m, x)
+    assert att[0].shape == (3, 2, 18, 18)
+    assert A.cls_attention(att[-1], m).shape == (3, 2, 4, 4)
+    assert A.rollout_map(A.attention_rollout(att), m).shape == (3, 4, 4)
+    assert A.mean_attention_distance(att, m).shape == (2, 2)
+    assert A.position_embedding_similarity(m).shape == (4, 4, 4, 4)
+    # Reading the patches as if there were one prefix token is caught: 17 tokens are no square grid.
+    with pytest.raises(ValueError, match="square grid"):
+        A.cls_attention(att[-1], 1)
+    m.set_image_size(24)
+    assert m.pos_embed.shape == (1, 2 + 36, 16) and m(torch.randn(1, 1, 24, 24)).shape == (1, 3)

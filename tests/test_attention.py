@@ -133,3 +133,52 @@ def test_additive_attention_formula_and_padding():
         assert (alpha[b, n:] == 0).all() and torch.isclose(alpha[b].sum(), torch.tensor(1.0))
     c, alpha = attn(s, h, mask=torch.zeros(3, 5, dtype=torch.bool))
     assert not torch.isnan(alpha).any() and (c == 0).all()
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("scale_kind", ["default", "float", "scalar_tensor", "per_head"])
+def test_bias_and_scale_give_the_same_output_on_both_paths(with_mask, scale_kind):
+    torch.manual_seed(0)
+    b, h, n, dim = 2, 4, 6, 16
+    mha = MultiHeadAttention(dim, h).eval()
+    x = torch.randn(b, n, dim)
+    bias = torch.randn(h, n, n)  # e.g. Swin's relative position bias: one (n, n) table per head
+    scale = {"default": None, "float": 0.7, "scalar_tensor": torch.tensor(0.3, requires_grad=True),
+             "per_head": torch.tensor([0.1, 0.2, 0.3, 0.4], requires_grad=True)}[scale_kind]
+    mask = None
+    if with_mask:
+        mask = torch.rand(b, 1, n, n) > 0.3
+        mask[0, 0, 2] = False  # a query with nowhere to look
+    fast, _ = mha(x, mask=mask, bias=bias, scale=scale)
+    slow, weights = mha(x, mask=mask, bias=bias, scale=scale, need_weights=True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(fast).all()
+    # The weights are softmax(q k^T * scale + bias) over the allowed keys, written out by hand.
+    q, k, _ = mha._project(x, None)
+    s = {"default": 1 / math.sqrt(dim // h), "float": 0.7}.get(scale_kind)
+    if s is None:
+        s = scale.detach().reshape(-1, 1, 1) if scale.numel() > 1 else scale.detach()
+    scores = q @ k.transpose(-1, -2) * s + bias
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    expected = torch.softmax(scores, -1).nan_to_num(0.0)
+    torch.testing.assert_close(weights, expected, atol=1e-5, rtol=1e-5)
+    if torch.is_tensor(scale):  # a learnable temperature gets a gradient through the fused path
+        fast.sum().backward()
+        assert scale.grad is not None and torch.isfinite(scale.grad).all() and scale.grad.abs().sum() > 0
+
+
+def test_a_bias_of_minus_infinity_is_a_mask():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(1, 5, 8)
+    allowed = torch.rand(5, 5) > 0.4
+    allowed |= torch.eye(5, dtype=torch.bool)
+    as_bias = torch.zeros(5, 5).masked_fill(~allowed, float("-inf"))
+    torch.testing.assert_close(mha(x, bias=as_bias)[0], mha(x, mask=allowed)[0], atol=1e-6, rtol=1e-6)
+
+
+def test_per_head_scale_needs_one_value_per_head():
+    mha = MultiHeadAttention(8, 2)
+    with pytest.raises(ValueError, match="one per head"):
+        mha(torch.randn(1, 3, 8), scale=torch.ones(3))

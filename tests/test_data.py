@@ -94,3 +94,15 @@ def test_subset_is_stratified_and_nested():
         subset(data, 1.5)
     with pytest.raises(ValueError, match="count"):
         subset(data, 5000)
+
+
+def test_dataset_override(monkeypatch):
+    from vitcourse.data import dataset_for_profile
+    monkeypatch.setenv("VITCOURSE_PROFILE", "gpu")
+    monkeypatch.delenv("VITCOURSE_DATASET", raising=False)
+    assert dataset_for_profile() == "cifar10"
+    monkeypatch.setenv("VITCOURSE_DATASET", "fashion_mnist")
+    assert dataset_for_profile() == "fashion_mnist"
+    monkeypatch.setenv("VITCOURSE_DATASET", "imagenet")
+    with pytest.raises(ValueError, match="cifar10, cifar100, fashion_mnist, synthetic"):
+        dataset_for_profile()

@@ -73,11 +73,30 @@ def test_environment_report_warns_on_torchvision_mismatch(monkeypatch):
     assert "torchvision::nms" in report
 
 
-def test_device_for_small_models_uses_one_cpu_thread(monkeypatch):
+def test_cpu_threads_default_and_override(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     before = torch.get_num_threads()
     try:
-        assert vitcourse.device_for_small_models().type == "cpu"
+        monkeypatch.delenv("VITCOURSE_CPU_THREADS", raising=False)
+        assert vitcourse.device().type == "cpu" and torch.get_num_threads() == before  # torch's default
+        monkeypatch.setenv("VITCOURSE_CPU_THREADS", "1")
+        vitcourse.device()
         assert torch.get_num_threads() == 1
+        monkeypatch.setenv("VITCOURSE_CPU_THREADS", "two")
+        with pytest.raises(ValueError, match="VITCOURSE_CPU_THREADS"):
+            vitcourse.device()
     finally:
         torch.set_num_threads(before)
+
+
+def test_evaluating_restores_the_mode_even_on_error():
+    model = torch.nn.Dropout(0.5)
+    with pytest.raises(RuntimeError):
+        with vitcourse.evaluating(model):
+            assert not model.training
+            raise RuntimeError("boom")
+    assert model.training
+    model.eval()
+    with vitcourse.evaluating(model):
+        pass
+    assert not model.training

@@ -21,10 +21,12 @@ def test_study_stores_and_reuses_finished_runs(tmp_path, monkeypatch):
     again = Study("grid", root=tmp_path)  # the notebook is run again
     record = again.run({"model": "m", "x": 2}, train_one)
     assert len(calls) == 3 and record["metrics"]["acc"] == 0.2
-    assert [r["acc"] for r in again.results()] == [0.1, 0.2, 0.3]
-    table = again.table(["x", "acc"])
+    # results(): the runs this notebook asked for; everything=True: all stored runs of the study.
+    assert [r["acc"] for r in again.results()] == [0.2]
+    assert [r["acc"] for r in again.results(everything=True)] == [0.1, 0.2, 0.3]
+    table = again.table(["x", "acc"], again.results(everything=True))
     assert "| x | acc |" in table and "| 3 | 0.3 |" in table
-    ax = again.plot("x", "acc", hue="model")
+    ax = study.plot("x", "acc", hue="model")
     assert ax.get_xlabel() == "x" and ax.get_legend() is not None
     # Runs are kept per profile: a smoke run never stands in for a cpu run.
     monkeypatch.setenv("VITCOURSE_PROFILE", "cpu")
@@ -61,3 +63,31 @@ def test_claims_table_saved_and_gathered(tmp_path, monkeypatch, capsys):
     assert "not evidence" in (tmp_path / "01_other.md").read_text()
     out = gather(tmp_path, tmp_path / "all.md")
     assert out.index("00_test") < out.index("01_other")
+
+
+def test_results_skip_a_corrupt_record_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITCOURSE_PROFILE", "smoke")
+    study = Study("grid", root=tmp_path)
+    for x in (1, 2):
+        study.run({"x": x}, lambda c: {"metrics": {"acc": c["x"]}})
+    bad = study.path({"x": 1})
+    bad.write_text('{"config": {"x": 1}, "metr')  # a half-written file
+    with pytest.warns(UserWarning, match=bad.name):
+        rows = study.results()
+    assert [r["acc"] for r in rows] == [2]
+    with pytest.warns(UserWarning, match=bad.name):
+        assert [r["acc"] for r in study.results(everything=True)] == [2]
+    # run() trains the corrupt one again and stores it whole.
+    calls = []
+    with pytest.warns(UserWarning):
+        study.run({"x": 1}, lambda c: calls.append(c) or {"metrics": {"acc": 10}})
+    assert calls and [r["acc"] for r in study.results()] == [10, 2]
+
+
+def test_run_dir_is_per_config_and_profile(tmp_path, monkeypatch):
+    from vitcourse.study import run_dir
+    monkeypatch.setenv("VITCOURSE_PROFILE", "cpu")
+    a = run_dir("03_vit", {"lr": 1e-3, "epochs": 8}, root=tmp_path)
+    assert a == run_dir("03_vit", {"epochs": 8, "lr": 1e-3}, root=tmp_path)  # key order does not matter
+    assert a != run_dir("03_vit", {"lr": 2e-3, "epochs": 8}, root=tmp_path)
+    assert a.parent == tmp_path / "03_vit" / "cpu" and "lr=0.001" in a.name

@@ -184,3 +184,83 @@ def test_compile_in_place_keeps_plain_checkpoint_keys(tmp_path):
     keys = list(torch.load(ckpt, weights_only=True)["model"])
     assert keys == ["1.weight", "1.bias"]
     load_checkpoint(ckpt, model=nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+
+
+def test_changed_learning_rate_on_an_existing_checkpoint_is_an_error_naming_lr(tiny_data, tmp_path):
+    kw = dict(epochs=1, warmup_epochs=0.5, progress=False, device="cpu")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    fit(TinyNet(), *_loaders(tiny_data), lr=1e-3, checkpoint=ckpt, **kw)
+    saved = ckpt.read_bytes()
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        fit(model, *_loaders(tiny_data), lr=2e-3, checkpoint=ckpt, **kw)
+    message = str(err.value)
+    assert "optimizer.lr: 0.001 in the checkpoint, 0.002 now" in message
+    assert "run_dir" in message and "rm -r" in message            # the two ways out
+    assert "weight_decay" not in message                            # only what differs is named
+    assert ckpt.read_bytes() == saved                               # nothing on disk changed
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # Other data (another subset) is another run too.
+    train, test = tiny_data
+    from vitcourse.data import subset
+    other = DeviceLoader(subset(train, 80), 32, crop_padding=2, flip=True, seed=5, device="cpu")
+    with pytest.raises(CheckpointError, match="data.content_sha1"):
+        fit(TinyNet(), other, lr=1e-3, checkpoint=ckpt, **kw)
+    # An old checkpoint with no fingerprint is not resumed silently either.
+    save_checkpoint(tmp_path / "old.pt", model=TinyNet(), epoch=1)
+    with pytest.raises(CheckpointError, match="without a run fingerprint"):
+        fit(TinyNet(), *_loaders(tiny_data), lr=1e-3, checkpoint=tmp_path / "old.pt", **kw)
+
+
+def test_optimizer_state_is_checked_before_the_model_changes(tmp_path):
+    src = TinyNet()
+    opt = torch.optim.AdamW(src.parameters())
+    src(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint(ckpt, model=src, optimizer=opt, epoch=1)
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grouped = torch.optim.AdamW(param_groups(model, 0.05))  # two groups where the checkpoint has one
+    with pytest.raises(CheckpointError, match="parameter groups"):
+        load_checkpoint(ckpt, model=model, optimizer=grouped)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_loss_hook_runs_under_the_precision_policy(tiny_data, monkeypatch):
+    from vitcourse import runtime
+    entered = []
+
+    class Policy(runtime.Precision):
+        def autocast(self, device_type):
+            import contextlib
+
+            @contextlib.contextmanager
+            def ctx():
+                entered.append(True)
+                yield
+                entered.pop()
+            return ctx()
+
+    monkeypatch.setattr(runtime, "precision_for", lambda dev=None: Policy("test", None, False))
+    seen = []
+
+    def loss_fn(outputs, targets, inputs):
+        seen.append(bool(entered))
+        return cross_entropy(outputs, targets)
+
+    fit(TinyNet(), _loaders(tiny_data)[0], epochs=1, loss_fn=loss_fn, progress=False, device="cpu")
+    assert seen and all(seen)
+
+
+def test_history_names_the_evaluation_set_and_notes_the_training_loss(tiny_data):
+    history = fit(TinyNet(), *_loaders(tiny_data, mixup_alpha=0.2), epochs=1, label_smoothing=0.1,
+                  progress=False, device="cpu", val_name="test")
+    assert "test_acc" in history.last and "val_acc" not in history.last
+    assert history.train_loss_note == "label smoothing 0.1 and mixed targets"
+    fig = history.plot()
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("label smoothing" in t for t in labels) and any(t.startswith("test") for t in labels)
+    import matplotlib.pyplot as plt
+    plt.close("all")

@@ -78,7 +78,7 @@ def test_no_weight_decay_on_embeddings_norms_and_biases():
     param_groups = pytest.importorskip("vitcourse.train").param_groups
     decay, no_decay = param_groups(model, 0.05)
     no_decay_ids = {id(p) for p in no_decay["params"]}
-    assert id(model.pos_embed) in no_decay_ids and id(model.cls_token) in no_decay_ids
+    assert id(model.pos_embed) in no_decay_ids and id(model.prefix.cls_token) in no_decay_ids
     assert id(model.blocks[0].norm1.weight) in no_decay_ids
     assert id(model.blocks[0].attn.qkv.weight) in {id(p) for p in decay["params"]}
 
@@ -110,12 +110,14 @@ def test_paper_sizes():
 
 
 def test_registry_overrides_and_small_image_configs():
-    model = create_model("vit_fashion_patch4_28")
+    model = create_model("vit_fashion_patch7_28")
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     model = create_model("vit_cifar_patch4_32", num_classes=100)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
-    model = create_model("vit_fashion_patch4_28", in_channels=3, image_size=32, num_classes=7)
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+    model = create_model("vit_cifar_patch4_32", in_channels=1, image_size=28, num_classes=7)
+    assert model(torch.randn(1, 1, 28, 28)).shape == (1, 7) and model.grid_size == 7
+    model = create_model("vit_fashion_patch7_28", in_channels=3, image_size=35, num_classes=7)
+    assert model(torch.randn(1, 3, 35, 35)).shape == (1, 7)
     assert config_of("vit_base_patch16_224").num_patches == 196
     assert config_of("vit_huge_patch14_224").num_patches == 256
 
@@ -123,14 +125,14 @@ def test_registry_overrides_and_small_image_configs():
 def test_interpolation_to_same_size_is_identity():
     torch.manual_seed(0)
     pos = torch.randn(1, 1 + 49, 16)
-    torch.testing.assert_close(resize_pos_embed(pos, 7), pos, atol=1e-6, rtol=0)
+    torch.testing.assert_close(resize_pos_embed(pos, 7, 1), pos, atol=1e-6, rtol=0)
 
 
 def test_interpolation_keeps_class_token_and_smooth_structure():
     # A position embedding that is linear in the row index stays linear after upsampling.
     rows = torch.arange(4.0).repeat_interleave(4)
     pos = torch.cat([torch.full((1, 1, 2), 7.0), torch.stack([rows, -rows], -1)[None]], dim=1)
-    new = resize_pos_embed(pos, 8)
+    new = resize_pos_embed(pos, 8, 1)
     assert new.shape == (1, 65, 2)
     assert torch.equal(new[:, 0], pos[:, 0])
     grid = new[0, 1:, 0].reshape(8, 8)
@@ -153,7 +155,7 @@ def test_set_image_size_runs_at_new_resolution():
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="not divisible by patch size"):
         ViTConfig(image_size=30, patch_size=4)
-    with pytest.raises(ValueError, match="not divisible by num_heads"):
+    with pytest.raises(ValueError, match="not divisible by 3 heads"):
         ViTConfig(dim=100, num_heads=3)
     with pytest.raises(ValueError, match="pool"):
         ViTConfig(pool="max")
@@ -167,4 +169,4 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="cannot interpolate"):
         model.set_image_size(0)
     with pytest.raises(ValueError, match="square grid"):
-        resize_pos_embed(torch.randn(1, 1 + 12, 8), 4)
+        resize_pos_embed(torch.randn(1, 1 + 12, 8), 4, 1)

@@ -2,8 +2,10 @@
 similarity, and the plots of the ViT paper's figures 6-7.
 
 Attention tensors follow ``ViT.forward(x, return_attention=True)``: one (B, heads, T, T) tensor per
-layer, T = prefix + N tokens, the class token first (``num_prefix_tokens=1``); row i holds where
-token i looks and sums to 1.
+layer, T = prefix + N tokens with the prefix tokens first (the class token at index 0); row i holds
+where token i looks and sums to 1. How many prefix tokens there are (1 for a ViT, 2 for a DeiT with
+its distillation token) is read from the model: every function that needs it takes ``model``, or
+the number itself for tensors that no longer have their model.
 """
 from __future__ import annotations
 
@@ -15,15 +17,25 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .runtime import evaluating
+
+
+def _prefix(model_or_count) -> int:
+    """The number of prefix tokens of a model (its ``num_prefix_tokens``) or the number given."""
+    if isinstance(model_or_count, int):
+        return model_or_count
+    if hasattr(model_or_count, "num_prefix_tokens"):
+        return int(model_or_count.num_prefix_tokens)
+    raise TypeError(f"pass the model (it knows its num_prefix_tokens) or the number of prefix tokens, "
+                    f"not {type(model_or_count).__name__}")
+
 
 # ---- measurements -----------------------------------------------------------------------------------
 @torch.no_grad()
 def attention_maps(model, images: torch.Tensor) -> list[torch.Tensor]:
     """Every layer's attention weights for ``images``, computed in eval mode (no dropout)."""
-    was_training = model.training
-    model.eval()
-    _, attentions = model(images, return_attention=True)
-    model.train(was_training)
+    with evaluating(model):
+        _, attentions = model(images, return_attention=True)
     return [a.float() for a in attentions]
 
 
@@ -34,9 +46,10 @@ def _grid(num_patches: int) -> int:
     return g
 
 
-def cls_attention(weights: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
-    """Where the class token looks in one layer: (B, heads, T, T) -> (B, heads, g, g)."""
-    row = weights[:, :, 0, num_prefix_tokens:]
+def cls_attention(weights: torch.Tensor, model) -> torch.Tensor:
+    """Where the class token looks in one layer: (B, heads, T, T) -> (B, heads, g, g) over the patches.
+    ``model``: the ViT (or its number of prefix tokens)."""
+    row = weights[:, :, 0, _prefix(model):]
     return rearrange(row, "b h (gh gw) -> b h gh gw", gh=_grid(row.shape[-1]))
 
 
@@ -59,9 +72,10 @@ def attention_rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
     return rollout
 
 
-def rollout_map(rollout: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
-    """The class token's row of the rollout over the patches, as (B, g, g) maps scaled to max 1."""
-    row = rollout[:, 0, num_prefix_tokens:]
+def rollout_map(rollout: torch.Tensor, model) -> torch.Tensor:
+    """The class token's row of the rollout over the patches, as (B, g, g) maps scaled to max 1.
+    ``model``: the ViT (or its number of prefix tokens)."""
+    row = rollout[:, 0, _prefix(model):]
     row = row / row.amax(dim=-1, keepdim=True)
     return rearrange(row, "b (gh gw) -> b gh gw", gh=_grid(row.shape[-1]))
 
@@ -73,15 +87,21 @@ def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
     return torch.cdist(centres, centres)
 
 
-def mean_attention_distance(attentions, patch_size: int, num_prefix_tokens: int = 1) -> torch.Tensor:
+def mean_attention_distance(attentions, model, patch_size: int | None = None) -> torch.Tensor:
     """Mean attention distance in pixels per layer and head (ViT paper, appendix D.7 and figure 7):
     sum_j a_ij * ||pos_i - pos_j||, averaged over query patches i and images; the "receptive field
     size" of an attention head. Returns (layers, heads).
 
-    Only patch-to-patch attention is used (the class token has no position): each patch's weights over
-    the other patches are renormalised to sum to 1. Attention to self only gives 0; uniform attention
-    gives the mean pairwise distance between patches.
+    Only patch-to-patch attention is used (the prefix tokens have no position): each patch's weights
+    over the other patches are renormalised to sum to 1. Attention to self only gives 0; uniform
+    attention gives the mean pairwise distance between patches. ``model``: the ViT, which gives its
+    prefix tokens and patch size (or the number of prefix tokens, with ``patch_size``).
     """
+    num_prefix_tokens = _prefix(model)
+    if patch_size is None:
+        if not hasattr(model, "config"):
+            raise ValueError("pass patch_size (in pixels) when model is a number of prefix tokens")
+        patch_size = model.config.patch_size
     if isinstance(attentions, torch.Tensor):
         attentions = [attentions]
     out = []
@@ -93,10 +113,14 @@ def mean_attention_distance(attentions, patch_size: int, num_prefix_tokens: int 
     return torch.stack(out)
 
 
-def position_embedding_similarity(pos_embed: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
+def position_embedding_similarity(model, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
     """Cosine similarity between the position embedding of every patch and every other (ViT figure 7,
-    left). Returns (g, g, g, g): [r, c] is the g x g map of similarities of patch (r, c) to all."""
-    p = pos_embed.detach().reshape(-1, pos_embed.shape[-1])[num_prefix_tokens:].float()
+    left). Returns (g, g, g, g): [r, c] is the g x g map of similarities of patch (r, c) to all.
+    ``model``: the ViT (or its number of prefix tokens); ``pos_embed``: the (1, prefix + N, D)
+    embedding to read, by default the model's own (pass a saved copy, e.g. the one at initialisation)."""
+    if pos_embed is None:
+        pos_embed = model.pos_embed
+    p = pos_embed.detach().reshape(-1, pos_embed.shape[-1])[_prefix(model):].float()
     p = F.normalize(p, dim=-1)
     g = _grid(p.shape[0])
     return rearrange(p @ p.T, "(r c) (i j) -> r c i j", r=g, i=g)
@@ -200,13 +224,14 @@ def plot_attention_distance(distance: torch.Tensor, patch_size: int | None = Non
     return fig
 
 
-def overlay(ax, image: torch.Tensor, heatmap: torch.Tensor, mean=None, std=None, alpha: float = 0.5):
-    """Draw ``image`` with a (g, g) ``heatmap`` upsampled (bilinear) to its size on top."""
+def overlay(ax, image: torch.Tensor, heatmap: torch.Tensor, mean=None, std=None, alpha: float = 0.55):
+    """Draw ``image`` with a (g, g) ``heatmap`` on top, one flat square per patch (no smoothing that
+    would invent detail the grid does not have), in a perceptual colour map (magma: dark = little)."""
     img = to_display(image, mean, std)
-    heat = F.interpolate(heatmap[None, None].float().cpu(), size=img.shape[:2], mode="bilinear",
-                         align_corners=False)[0, 0]
+    h, w = img.shape[:2]
     _imshow(ax, img)
-    ax.imshow(heat.numpy(), cmap="jet", alpha=alpha)
+    ax.imshow(heatmap.float().cpu().numpy(), cmap="magma", alpha=alpha, interpolation="nearest",
+              extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     ax.set_xticks([]), ax.set_yticks([])
 
 

@@ -7,6 +7,9 @@ containers only, never arbitrary code, so NumPy's and Python's RNG states are st
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -17,7 +20,60 @@ from ._io import atomic_save
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, or saved from another model."""
+    """A checkpoint that cannot be used: unreadable, saved from another model, or by another run."""
+
+
+# ---- run fingerprints: a checkpoint knows which run wrote it --------------------------------------------
+def _plain(obj):
+    """A JSON-comparable copy: dataclasses as dicts, tuples as lists, anything else unknown as its str."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    return json.loads(json.dumps(obj, default=str))
+
+
+def describe_model(model: torch.nn.Module) -> dict:
+    """The model's class and configuration (its ``config`` attribute); a model without one is
+    described by the names and shapes of its parameters and buffers."""
+    config = getattr(model, "config", None)
+    if config is None:
+        shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+        config = {"architecture_sha1": hashlib.sha1(json.dumps(shapes).encode()).hexdigest()[:12]}
+    return {"class": type(model).__name__, "config": _plain(config)}
+
+
+def describe_loader(loader) -> dict | None:
+    """What the loader says of its data and batching (``loader.describe()``), or None."""
+    return _plain(loader.describe()) if hasattr(loader, "describe") else None
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_fingerprint(state: dict, fingerprint: dict, path="checkpoint") -> None:
+    """Raise ``CheckpointError`` naming every field where the run that wrote ``state`` differs from
+    the run about to resume it (old and new value), and the two ways out."""
+    old = (state.get("extra") or {}).get("fingerprint")
+    if old is None:
+        raise CheckpointError(
+            f"{path} was written without a run fingerprint (by an older vitcourse), so it cannot be told "
+            "apart from another run's. Remove it to train this run from scratch, or pass a new path.")
+    old, new = _flatten(old), _flatten(_plain(fingerprint))
+    diffs = [f"{k}: {old.get(k, '(absent)')!r} in the checkpoint, {new.get(k, '(absent)')!r} now"
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs:
+        folder = Path(path).parent
+        raise CheckpointError(
+            f"{path} belongs to a different run, so resuming it would bring back that run's results. "
+            f"Differences: {'; '.join(diffs)}. Either give this run its own checkpoint path (e.g. "
+            f"vitcourse.study.run_dir(name, config), one folder per config), or remove the old run "
+            f"(`rm -r {folder}`) to replace it.")
 
 
 def rng_state() -> dict:
@@ -94,13 +150,36 @@ def check_compatible(model: torch.nn.Module, state_dict: dict, path="checkpoint"
             "(name and config) that wrote it, or use a new checkpoint path for this model.")
 
 
-def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None, restore_rng: bool = True) -> dict:
+def check_optimizer(optimizer: torch.optim.Optimizer, saved: dict, path="checkpoint") -> None:
+    """Raise ``CheckpointError`` when a saved optimizer state does not fit ``optimizer``: other
+    parameter groups, or per-parameter state (e.g. Adam's moments) of other shapes."""
+    groups, saved_groups = optimizer.param_groups, saved.get("param_groups", [])
+    sizes, saved_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in saved_groups]
+    if sizes != saved_sizes:
+        raise CheckpointError(f"{path} holds an optimizer state for parameter groups of sizes {saved_sizes}, "
+                              f"this optimizer has {sizes}. Use a new checkpoint path for this setup.")
+    params = [p for g in groups for p in g["params"]]
+    ids = [i for g in saved_groups for i in g["params"]]
+    for p, i in zip(params, ids):
+        for key, value in saved.get("state", {}).get(i, {}).items():
+            if torch.is_tensor(value) and value.ndim > 0 and value.shape != p.shape:
+                raise CheckpointError(f"{path}: the optimizer's {key!r} has shape {tuple(value.shape)} for a "
+                                      f"parameter of shape {tuple(p.shape)}. Use a new checkpoint path.")
+
+
+def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None, restore_rng: bool = True,
+                    check=None) -> dict:
     """Restore the states saved by ``save_checkpoint`` into the given objects; returns the raw state.
 
-    Everything is checked before anything is changed, so a bad file leaves the model untouched.
+    Everything is checked before anything is changed (the model's keys and shapes, the optimizer's
+    groups and state shapes, and ``check(state)`` if given), so a bad file leaves every object untouched.
     """
     state = read_checkpoint(path)
     check_compatible(model, state["model"], path)
+    if optimizer is not None and "optimizer" in state:
+        check_optimizer(optimizer, state["optimizer"], path)
+    if check is not None:
+        check(state)
     model.load_state_dict(state["model"])
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None and name in state:

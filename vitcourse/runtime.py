@@ -19,26 +19,35 @@ PROFILES = ("smoke", "cpu", "gpu")
 
 
 def device(prefer_mps: bool = False) -> torch.device:
-    """CUDA when available, else the CPU. Apple's MPS is used only when asked for."""
+    """CUDA when available, else the CPU. Apple's MPS is used only when asked for.
+
+    On the CPU, torch keeps its default number of threads (one per core) unless
+    ``$VITCOURSE_CPU_THREADS`` says otherwise: set it when a measurement on your machine says fewer
+    threads are faster (on a busy shared machine, small models can run faster on 1 thread).
+    """
     if torch.cuda.is_available():
         return torch.device("cuda")
     if prefer_mps and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
+    threads = os.environ.get("VITCOURSE_CPU_THREADS", "").strip()
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise ValueError(f"VITCOURSE_CPU_THREADS={threads!r} is not a positive whole number of threads; "
+                             "set e.g. VITCOURSE_CPU_THREADS=2, or unset it for torch's default")
+        torch.set_num_threads(int(threads))
     return torch.device("cpu")
 
 
-def device_for_small_models() -> torch.device:
-    """``device()``; on the CPU also limit torch to one thread, for the course's small models.
-
-    Their matrices are too small to split across threads: the hand-offs cost more than they save,
-    and on a busy machine a thread waiting for its partner is far worse (measured on a 2-core
-    machine: small ViT 340 img/s on 1 thread vs 51-293 on 2 under load; seq2seq models 7-25x).
-    Chapters 01-03 call this; change the policy here, in one place.
-    """
-    dev = device()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)
-    return dev
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """``with evaluating(model):`` runs the block in eval mode (no dropout, batch-norm statistics
+    frozen) and restores the mode the model had, even when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def profile() -> str:

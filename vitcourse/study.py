@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -28,12 +29,33 @@ def run_key(config: dict) -> str:
     return f"{slug}-{hashlib.sha1(canonical.encode()).hexdigest()[:8]}"
 
 
+def run_dir(name: str, config: dict, root="runs") -> Path:
+    """The folder of one run, from its config: ``root/name/<profile>/<run_key(config)>``, e.g. for
+    ``fit(..., checkpoint=run_dir("03_vit", config) / "checkpoint.pt")``. Changing a knob in
+    ``config`` gives a new folder beside the old one; the same config finds its run again."""
+    return Path(root) / name / profile() / run_key(config)
+
+
+def _read_record(path: Path) -> dict | None:
+    """A stored record, or None (with a warning naming the file) when it cannot be read."""
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or "config" not in record or "metrics" not in record:
+            raise ValueError("not a study record (no config or metrics)")
+        return record
+    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
+        warnings.warn(f"skipping unreadable study record {path} ({type(err).__name__}: {err}); "
+                      "Study.run trains that run again", stacklevel=3)
+        return None
+
+
 class Study:
     """Runs stored under ``root/name/<profile>/`` (a smoke run never stands in for a cpu or gpu one)."""
 
     def __init__(self, name: str, root="runs"):
         self.name = name
         self.folder = Path(root) / name / profile()
+        self.asked: list[dict] = []  # the configs this object was asked to run, in order
 
     def path(self, config: dict) -> Path:
         return self.folder / f"{run_key(config)}.json"
@@ -41,13 +63,12 @@ class Study:
     def run(self, config: dict, fn: Callable[[dict], dict]) -> dict:
         """The stored record for ``config`` if it finished before, else ``fn(config)`` stored."""
         path = self.path(config)
+        if config not in self.asked:
+            self.asked.append(config)
         if path.exists():
-            try:
-                record = json.loads(path.read_text())
-                if record.get("config") == json.loads(json.dumps(config, default=str)):
-                    return record
-            except json.JSONDecodeError:
-                pass  # unreadable: run it again (atomic writes make this rare)
+            record = _read_record(path)  # unreadable: run it again (atomic writes make this rare)
+            if record is not None and record["config"] == json.loads(json.dumps(config, default=str)):
+                return record
         out = fn(config)
         if "metrics" not in out:
             raise ValueError(f"the run function must return a dict with 'metrics'; it returned keys {list(out)}")
@@ -58,12 +79,17 @@ class Study:
         atomic_write_json(record, path)
         return json.loads(json.dumps(record, default=str))
 
-    def results(self) -> list[dict]:
-        """Every stored record of this study, config and metrics flattened into one dict each."""
+    def results(self, everything: bool = False) -> list[dict]:
+        """The finished runs this object was asked for (the grid of the current notebook), in the
+        order asked, config and metrics flattened into one dict each. ``everything=True``: every
+        stored record of the study, including grids the notebook no longer asks for. An unreadable
+        record is skipped with a warning that names the file."""
+        paths = sorted(self.folder.glob("*.json")) if everything else [self.path(c) for c in self.asked]
         rows = []
-        for path in sorted(self.folder.glob("*.json")):
-            record = json.loads(path.read_text())
-            rows.append({**record["config"], **record["metrics"], "_history": record.get("history")})
+        for path in paths:
+            record = _read_record(path) if path.exists() else None
+            if record is not None:
+                rows.append({**record["config"], **record["metrics"], "_history": record.get("history")})
         return rows
 
     def table(self, columns: list[str], rows: list[dict] | None = None) -> str:

@@ -24,15 +24,22 @@ from tqdm.auto import tqdm
 
 from . import runtime
 from ._io import atomic_write_json
-from .checkpoint import load_checkpoint, save_checkpoint
-
-IGNORE_INDEX = -100  # targets with this value (sequence padding) count for neither loss nor accuracy
+from .checkpoint import check_fingerprint, describe_loader, describe_model, load_checkpoint, save_checkpoint
+from .data.sequences import IGNORE_INDEX  # padded targets count for neither loss nor accuracy
 
 
 @dataclass
 class History:
-    """Per-epoch records: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, images_per_s."""
+    """Per-epoch records: epoch, train_loss, train_acc, <val_name>_loss, <val_name>_acc, lr, seconds,
+    <unit>_per_s (images_per_s, sentences_per_s...).
+
+    ``val_name`` is what the evaluation set is ("val" when held out from the training data, "test"
+    when it is the test split); ``train_loss_note`` says how the training loss differs from the
+    evaluation loss (label smoothing, mixed targets), so that a plot does not compare unlike things.
+    """
     epochs: list[dict] = field(default_factory=list)
+    val_name: str = "val"
+    train_loss_note: str = ""
 
     @property
     def last(self) -> dict:
@@ -42,23 +49,31 @@ class History:
         return [e.get(key) for e in self.epochs]
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs}
+        return {"epochs": self.epochs, "val_name": self.val_name, "train_loss_note": self.train_loss_note}
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        return cls(list(d["epochs"]))
+        return cls(list(d["epochs"]), d.get("val_name", "val"), d.get("train_loss_note", ""))
 
     def plot(self, title: str = "training curves"):
-        """Loss and accuracy against epoch, train and validation."""
+        """Loss and accuracy against epoch, on the training batches and on the evaluation set."""
         import matplotlib.pyplot as plt
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+        note = f" ({self.train_loss_note})" if self.train_loss_note else ""
+        labels = {"train": {"loss": f"train, as optimised{note}", "acc": "train (augmented batches)"},
+                  self.val_name: {"loss": f"{self.val_name} (plain cross-entropy)", "acc": self.val_name}}
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
-            for split in ("train", "val"):
+            for split, label in labels.items():
                 values = self[f"{split}_{metric}"]
                 if any(v is not None for v in values):
-                    ax.plot(self["epoch"], values, marker="o", label=split)
-            ax.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
-            ax.legend()
+                    ax.plot(self["epoch"], values, marker="o", label=label[metric])
+            ax.set(xlabel="epoch", ylabel="cross-entropy" if metric == "loss" else "accuracy",
+                   title=f"{title}: {metric}")
+            ax.legend(fontsize=8)
+        if note:
+            ax_loss.text(0.0, -0.28, f"The training loss includes {self.train_loss_note}, so it stays above "
+                         f"the {self.val_name} loss even without overfitting.", transform=ax_loss.transAxes,
+                         fontsize=8, va="top")
         fig.tight_layout()
         return fig
 
@@ -123,21 +138,19 @@ def evaluate(model: nn.Module, loader, loss_fn=None, device=None) -> dict:
     """Mean loss and accuracy of ``model`` over ``loader`` (eval mode, no gradients)."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     policy = runtime.precision_for(dev)
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     count = torch.zeros((), device=dev, dtype=torch.long)
-    for inputs, targets in loader:
-        inputs, targets = _to(inputs, dev), _to(targets, dev)
-        with policy.autocast(dev.type):
-            outputs = _call(model, inputs)
-        loss = loss_fn(outputs, targets, inputs) if loss_fn else cross_entropy(outputs, targets)
-        c, k = _correct_and_count(outputs, targets)
-        loss_sum += loss.float() * k
-        correct += c
-        count += k
-    model.train(was_training)
+    with runtime.evaluating(model):
+        for inputs, targets in loader:
+            inputs, targets = _to(inputs, dev), _to(targets, dev)
+            with policy.autocast(dev.type):
+                outputs = _call(model, inputs)
+                loss = loss_fn(outputs, targets, inputs) if loss_fn else cross_entropy(outputs, targets)
+            c, k = _correct_and_count(outputs, targets)
+            loss_sum += loss.float() * k
+            correct += c
+            count += k
     n = max(int(count), 1)
     return {"loss": float(loss_sum) / n, "acc": int(correct) / n}
 
@@ -147,27 +160,31 @@ def predict(model: nn.Module, loader, device=None) -> tuple[torch.Tensor, torch.
     """(predicted classes, targets) over ``loader``, on the CPU: for confusion matrices and error plots."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     policy = runtime.precision_for(dev)
-    was_training = model.training
-    model.eval()
     preds, targets = [], []
-    for inputs, y in loader:
-        with policy.autocast(dev.type):
-            preds.append(logits_of(_call(model, _to(inputs, dev))).argmax(-1).cpu())
-        targets.append(y.cpu())
-    model.train(was_training)
+    with runtime.evaluating(model):
+        for inputs, y in loader:
+            with policy.autocast(dev.type):
+                preds.append(logits_of(_call(model, _to(inputs, dev))).argmax(-1).cpu())
+            targets.append(y.cpu())
     return torch.cat(preds), torch.cat(targets)
 
 
 def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.05,
         warmup_epochs: float = 0.0, label_smoothing: float = 0.0, grad_clip: float | None = 1.0,
         betas=(0.9, 0.999), compile: bool = False, checkpoint=None, resume: bool = True,
-        loss_fn=None, progress: bool = True, on_epoch_end=None, device=None) -> History:
+        loss_fn=None, progress: bool = True, on_epoch_end=None, device=None, val_name: str = "val") -> History:
     """Train ``model`` on ``train`` (re-iterable (inputs, targets) batches with a len()) for ``epochs``.
 
-    ``checkpoint``: a path written atomically after every epoch; when it exists and ``resume`` is
-    true, training continues from it (a finished run returns its history at once).
+    ``val``: a loader evaluated after every epoch, recorded as ``<val_name>_loss`` / ``<val_name>_acc``
+    (say ``val_name="test"`` when it is the test split).
+    ``checkpoint``: a path written atomically after every epoch, with the run's fingerprint (model
+    class and config, optimiser, schedule, loss, data). When it exists and ``resume`` is true, the
+    same run continues from it (a finished run returns its history at once); a checkpoint of a
+    different run is an error naming what differs. ``vitcourse.study.run_dir`` gives each config
+    its own folder.
     ``loss_fn(outputs, targets, inputs)`` replaces the default label-smoothed cross-entropy, e.g.
-    for distillation. ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint.
+    for distillation; it runs under the precision policy's autocast, like the model.
+    ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint.
     """
     dev = torch.device(device) if device is not None else runtime.device()
     model.to(dev)
@@ -179,14 +196,30 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)))
     scaler = torch.amp.GradScaler(dev.type) if policy.use_scaler else None
-    history, start = History(), 0
+    loss_name = getattr(loss_fn, "fingerprint", None) or getattr(loss_fn, "__qualname__", None)
+    fingerprint = {
+        "model": describe_model(model),
+        "optimizer": {"name": "AdamW", "lr": lr, "weight_decay": weight_decay, "betas": list(betas),
+                      "grad_clip": grad_clip},
+        "schedule": {"epochs": epochs, "warmup_epochs": warmup_epochs, "steps_per_epoch": steps_per_epoch},
+        "loss": {"label_smoothing": label_smoothing, "loss_fn": loss_name},
+        "data": describe_loader(train),
+    }
+    mixed = getattr(train, "mixes_targets", False)
+    notes = [f"label smoothing {label_smoothing:g}" if label_smoothing else "", "mixed targets" if mixed else ""]
+    history, start = History(val_name=val_name, train_loss_note=" and ".join(n for n in notes if n)), 0
     if checkpoint is not None and resume and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        history, start = History(state["history"]), state["epoch"]
+        state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                check=lambda st: check_fingerprint(st, fingerprint, checkpoint))
+        history.epochs, start = list(state["history"]), state["epoch"]
     if compile:
         model.compile()  # in place: state_dict keys stay plain, checkpoints stay portable
     criterion = loss_fn or (lambda out, tgt, inp: cross_entropy(out, tgt, label_smoothing))
+    unit = getattr(train, "unit", "samples")
     refresh = max(1, steps_per_epoch // 10)  # host syncs for the progress bar: ~10 per epoch
+    # One bar for the whole run (a live widget in Jupyter), and one printed line per epoch.
+    bar = tqdm(total=epochs * steps_per_epoch, initial=start * steps_per_epoch, desc="training",
+               disable=not progress or start >= epochs, unit="step", mininterval=1.0)
 
     for epoch in range(start, epochs):
         model.train()
@@ -196,13 +229,11 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
         correct = torch.zeros((), device=dev, dtype=torch.long)
         count = torch.zeros((), device=dev, dtype=torch.long)
         seen, t0 = 0, time.perf_counter()
-        bar = tqdm(train, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False)
-        for step, (inputs, targets) in enumerate(bar):
+        for step, (inputs, targets) in enumerate(train):
             inputs, targets = _to(inputs, dev), _to(targets, dev)
             with policy.autocast(dev.type):
                 outputs = _call(model, inputs)
-            loss = criterion(outputs, targets, inputs)
+                loss = criterion(outputs, targets, inputs)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -222,25 +253,28 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             correct += c
             count += k
             seen += targets.shape[0]
+            bar.update(1)
             if progress and (step + 1) % refresh == 0:
                 n = max(int(count), 1)
-                bar.set_postfix(loss=f"{float(loss_sum) / n:.3f}", acc=f"{int(correct) / n:.3f}",
-                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} loss {float(loss_sum) / n:.3f} "
+                                    f"acc {int(correct) / n:.3f} {seen / (time.perf_counter() - t0):.0f} {unit}/s",
+                                    refresh=False)
         n = max(int(count), 1)  # one sync per epoch
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / n, "train_acc": int(correct) / n,
-                  "lr": scheduler.get_last_lr()[0], "seconds": seconds, "images_per_s": seen / seconds}
+                  "lr": scheduler.get_last_lr()[0], "seconds": seconds, f"{unit}_per_s": seen / seconds}
         if val is not None:
             metrics = evaluate(model, val, device=dev)
-            record.update(val_loss=metrics["loss"], val_acc=metrics["acc"])
+            record.update({f"{val_name}_loss": metrics["loss"], f"{val_name}_acc": metrics["acc"]})
         history.epochs.append(record)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if checkpoint is not None:
             save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                            epoch=epoch + 1, history=history.epochs)
+                            epoch=epoch + 1, history=history.epochs, extra={"fingerprint": fingerprint})
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
+    bar.close()
     return history
 
 

@@ -55,7 +55,15 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def dataset_for_profile() -> str:
-    """The image data set each profile uses: synthetic (smoke), fashion_mnist (cpu), cifar10 (gpu)."""
+    """The image data set of the active profile: synthetic (smoke), fashion_mnist (cpu), cifar10 (gpu),
+    unless ``$VITCOURSE_DATASET`` names another (e.g. fashion_mnist in the gpu profile on a machine
+    that cannot download CIFAR)."""
+    override = os.environ.get("VITCOURSE_DATASET", "").strip().lower()
+    if override:
+        if override not in LOADERS:
+            raise ValueError(f"VITCOURSE_DATASET={override!r} is not a data set; known data sets: "
+                             f"{', '.join(sorted(LOADERS))}. Fix the name, or unset it for the profile's default.")
+        return override
     return {"smoke": "synthetic", "cpu": "fashion_mnist", "gpu": "cifar10"}[profile()]
 
 

@@ -13,11 +13,35 @@ and ``set_epoch(k)`` reproduces epoch k exactly, which is how training resumes e
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 
 from ..runtime import device as default_device
 from .images import ImageData
+
+
+def check_batching(n: int, batch_size: int, drop_last: bool) -> int:
+    """The number of batches of ``batch_size`` in ``n`` items; a clear error where there would be none.
+    One rule for every loader: with ``drop_last`` the short last batch is dropped, so a batch size
+    above the data size is an error, not a silent short batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if n == 0:
+        raise ValueError("there is no data to load (0 items)")
+    if drop_last and batch_size > n:
+        raise ValueError(f"batch_size {batch_size} is larger than the data ({n} items) and drop_last=True "
+                         "would give no batch; lower batch_size or set drop_last=False")
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def tensor_sha1(*tensors: torch.Tensor) -> str:
+    """A short content hash of CPU tensors (what a run was trained on, for its fingerprint)."""
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -50,11 +74,7 @@ class DeviceLoader:
                  flip: bool = False, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  randaugment: bool = False, randaugment_group: int = 16, drop_last: bool = False,
                  seed: int = 0, device=None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if drop_last and batch_size > len(data):
-            raise ValueError(f"batch_size {batch_size} is larger than the data ({len(data)} images) "
-                             "and drop_last=True would give no batch; lower batch_size")
+        check_batching(len(data), batch_size, drop_last)
         self.data, self.batch_size, self.shuffle, self.drop_last = data, batch_size, shuffle, drop_last
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
         self.randaugment_group = randaugment_group
@@ -68,6 +88,26 @@ class DeviceLoader:
         self.randaugment = self._make_randaugment() if randaugment else None
         self.mix = self._make_mix(mixup_alpha, cutmix_alpha)
         self.epoch = 0
+        self.settings = dict(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                             crop_padding=crop_padding, flip=flip, mixup_alpha=mixup_alpha,
+                             cutmix_alpha=cutmix_alpha, randaugment=randaugment,
+                             randaugment_group=randaugment_group, seed=seed)
+        self._content = None
+
+    unit = "images"  # what fit's progress line counts
+
+    @property
+    def mixes_targets(self) -> bool:
+        """True when MixUp/CutMix make the targets soft (the training loss is then not a plain one)."""
+        return self.mix is not None
+
+    def describe(self) -> dict:
+        """The data and the batching, for a run's fingerprint: the data set's name, size and a hash of
+        its images and labels (so another subset is another run), and every loader setting."""
+        if self._content is None:
+            self._content = tensor_sha1(self.data.images, self.data.labels)
+        return {"dataset": self.data.name, "size": len(self.data), "content_sha1": self._content,
+                **self.settings}
 
     def _make_randaugment(self):
         from torchvision.transforms import v2
@@ -85,8 +125,7 @@ class DeviceLoader:
         return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)  # one of them per batch
 
     def __len__(self) -> int:
-        n, b = len(self.data), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        return check_batching(len(self.data), self.batch_size, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``'s order and augmentations."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..runtime import device as default_device
+from .loader import check_batching, tensor_sha1
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -135,18 +136,24 @@ class SequenceLoader:
 
     def __init__(self, pairs, batch_size: int, *, shuffle: bool = True, bucket: bool = False,
                  drop_last: bool = False, seed: int = 0, device=None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if len(pairs) == 0:
             raise ValueError("no pairs to load: sample some with task.sample(n) first")
+        check_batching(len(pairs), batch_size, drop_last)
         self.pairs, self.batch_size, self.shuffle, self.drop_last = list(pairs), batch_size, shuffle, drop_last
         self.bucket = bucket
         self.seed, self.epoch = seed, 0
         self.device = torch.device(device) if device is not None else default_device()
 
+    unit = "sentences"  # what fit's progress line counts
+
     def __len__(self) -> int:
-        n, b = len(self.pairs), self.batch_size
-        return max(n // b, 1) if self.drop_last else -(-n // b)
+        return check_batching(len(self.pairs), self.batch_size, self.drop_last)
+
+    def describe(self) -> dict:
+        """The sentences and the batching, for a run's fingerprint."""
+        content = tensor_sha1(*(t for pair in self.pairs for t in pair))
+        return {"sentences": len(self.pairs), "content_sha1": content, "batch_size": self.batch_size,
+                "shuffle": self.shuffle, "bucket": self.bucket, "drop_last": self.drop_last, "seed": self.seed}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -159,7 +166,7 @@ class SequenceLoader:
         else:
             order = list(range(n))
         b = self.batch_size
-        stop = max(n - n % b, b) if self.drop_last else n
+        stop = n - n % b if self.drop_last else n
         batches = [order[start: start + b] for start in range(0, min(stop, n), b)]
         if self.bucket:
             pool = 32 * b

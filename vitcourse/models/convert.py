@@ -55,7 +55,7 @@ def vit_from_torchvision(model: nn.Module) -> ViT:
     src = model.state_dict()
     state = {
         "patch_embed.proj.weight": src["conv_proj.weight"], "patch_embed.proj.bias": src["conv_proj.bias"],
-        "cls_token": src["class_token"], "pos_embed": src["encoder.pos_embedding"],
+        "prefix.cls_token": src["class_token"], "pos_embed": src["encoder.pos_embedding"],
         "norm.weight": src["encoder.ln.weight"], "norm.bias": src["encoder.ln.bias"],
         "head.weight": src["heads.head.weight"], "head.bias": src["heads.head.bias"],
     }
@@ -75,7 +75,7 @@ def vit_from_torchvision(model: nn.Module) -> ViT:
 def vit_from_timm(model: nn.Module) -> ViT:
     """A vitcourse ViT with the weights of a ``timm`` VisionTransformer (vit_tiny_patch16_224 ...).
 
-    Our parameter names follow timm's, so after the checks the state dict loads as it is.
+    Our parameter names follow timm's, except that the class token lives in the prefix part.
     """
     from timm.models.vision_transformer import VisionTransformer
     _require(isinstance(model, VisionTransformer), f"expected a timm VisionTransformer, got {type(model).__name__}")
@@ -110,4 +110,6 @@ def vit_from_timm(model: nn.Module) -> ViT:
                        dim=dim, depth=len(model.blocks), num_heads=attn.num_heads,
                        mlp_ratio=_mlp_ratio(dim, block.mlp.fc1.out_features),
                        pool="cls" if model.global_pool == "token" else "mean", norm_eps=model.norm.eps)
-    return _load(config, dict(model.state_dict()))
+    state = dict(model.state_dict())
+    state["prefix.cls_token"] = state.pop("cls_token")
+    return _load(config, state)

@@ -9,14 +9,12 @@ import torch.nn as nn
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str):
-    """Decorator: ``@register_model("vit_tiny")`` makes the constructor available by name."""
-    def wrap(fn):
-        if name in _MODELS:
-            raise ValueError(f"model name {name!r} is registered twice")
-        _MODELS[name] = fn
-        return fn
-    return wrap
+def register_model(name: str, fn: Callable[..., nn.Module]) -> None:
+    """Make the constructor ``fn`` available as ``create_model(name, **kwargs)``. Every model
+    module registers its names this way, at the end of the module."""
+    if name in _MODELS:
+        raise ValueError(f"model name {name!r} is registered twice")
+    _MODELS[name] = fn
 
 
 def list_models() -> list[str]:

@@ -42,6 +42,8 @@ class ResNet(nn.Module):
     def __init__(self, blocks: int = 3, num_classes: int = 10, in_channels: int = 3,
                  widths=(16, 32, 64), residual: bool = True):
         super().__init__()
+        self.config = dict(blocks=blocks, num_classes=num_classes, in_channels=in_channels,
+                           widths=list(widths), residual=residual)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         stages, ch = [], widths[0]
@@ -75,7 +77,7 @@ def _builder(blocks: int, width: int = 1, residual: bool = True):
 
 
 for _blocks in (1, 3, 5, 9):
-    register_model(f"resnet{6 * _blocks + 2}")(_builder(_blocks))
-    register_model(f"plain{6 * _blocks + 2}")(_builder(_blocks, residual=False))
-register_model("resnet8_w2")(_builder(1, width=2))
-register_model("resnet20_w2")(_builder(3, width=2))
+    register_model(f"resnet{6 * _blocks + 2}", _builder(_blocks))
+    register_model(f"plain{6 * _blocks + 2}", _builder(_blocks, residual=False))
+register_model("resnet8_w2", _builder(1, width=2))
+register_model("resnet20_w2", _builder(3, width=2))

@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..data.sequences import BOS, EOS, PAD, exact_match
 from ..nn.attention import AdditiveAttention, padding_mask
 from ..nn.transformer import Transformer
+from ..runtime import evaluating
 from .registry import register_model
 
 
@@ -152,30 +153,30 @@ class Seq2Seq(nn.Module):
 def exact_match_by_length(model, loader, extra_steps: int = 5):
     """Greedy-decode every batch of ``loader``; returns (source lengths without <eos>, bool exact
     match), one entry per sentence, both 1-D CPU tensors."""
-    was_training = model.training
-    model.eval()
     lengths, correct = [], []
-    for (src, src_lengths, _), tgt_out in loader:
-        pred = model.greedy_decode(src, src_lengths, max_len=tgt_out.shape[1] + extra_steps)
-        correct.append(exact_match(pred, tgt_out).cpu())
-        lengths.append(src_lengths.cpu() - 1)
-    model.train(was_training)
+    with evaluating(model):
+        for (src, src_lengths, _), tgt_out in loader:
+            pred = model.greedy_decode(src, src_lengths, max_len=tgt_out.shape[1] + extra_steps)
+            correct.append(exact_match(pred, tgt_out).cpu())
+            lengths.append(src_lengths.cpu() - 1)
     return torch.cat(lengths), torch.cat(correct)
 
 
-@register_model("seq2seq_context")
 def seq2seq_context(vocab_size: int, emb_dim: int = 64, hidden: int = 128, **kwargs):
     """GRU encoder-decoder with one fixed context vector (no attention)."""
     return Seq2Seq(vocab_size, emb_dim, hidden, attention=False, **kwargs)
 
 
-@register_model("seq2seq_attention")
 def seq2seq_attention(vocab_size: int, emb_dim: int = 64, hidden: int = 128, **kwargs):
     """GRU encoder-decoder with Bahdanau (additive) attention."""
     return Seq2Seq(vocab_size, emb_dim, hidden, attention=True, **kwargs)
 
 
-@register_model("transformer_seq2seq")
 def transformer_seq2seq(vocab_size: int, **kwargs):
     """The encoder-decoder Transformer (``vitcourse.nn.Transformer``) for the sequence tasks."""
     return Transformer(vocab_size, pad_id=PAD, bos_id=BOS, eos_id=EOS, **kwargs)
+
+
+for _name, _build in (("seq2seq_context", seq2seq_context), ("seq2seq_attention", seq2seq_attention),
+                      ("transformer_seq2seq", transformer_seq2seq)):
+    register_model(_name, _build)

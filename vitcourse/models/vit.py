@@ -8,8 +8,13 @@ The input is built in five steps (section 3.1, eq. 1):
     5. add a learned position embedding E_pos.
     z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos
 Then L pre-LN encoder layers (eq. 2-3), a final LayerNorm on the class token (eq. 4), and a linear
-head. Steps 1-3 are one strided convolution (``PatchEmbedding``) or, equally, patchify + a linear
-layer (``LinearPatchEmbedding``).
+head.
+
+The model is assembled from named parts (``vitcourse.models.parts``): the ``tokenizer`` does steps
+1-3 (``patch``: one strided convolution; ``linear``: patchify + a linear layer; a hybrid's CNN stem;
+SL-ViT's shifted patch tokenization), the ``attention`` is each layer's (``mhsa``; SL-ViT's ``lsa``),
+the ``prefix`` puts tokens in front (``cls``: the class token; DeiT adds a distillation token), and
+``pool`` says what the head reads. A DeiT, an SL-ViT or a hybrid is a ``ViTConfig``, not a new class.
 """
 from __future__ import annotations
 
@@ -21,49 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..nn.attention import check_heads
 from ..nn.transformer import EncoderLayer
+from .parts import ATTENTIONS, PREFIXES, TOKENIZERS, LinearPatchEmbedding, PatchEmbedding, patchify  # noqa: F401
 from .registry import register_model
-
-
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Steps 1-2: (B, C, H, W) images -> (B, N, P*P*C) flattened patches, in row-major order."""
-    return rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
-
-
-class PatchEmbedding(nn.Module):
-    """Steps 1-3 as one convolution: a P x P kernel with stride P sees each patch exactly once,
-    and applies the same D x (P^2 C) matrix E to it. Output (B, N, D)."""
-
-    def __init__(self, in_channels: int, dim: int, patch_size: int):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x):
-        return rearrange(self.proj(x), "b d h w -> b (h w) d")
-
-
-class LinearPatchEmbedding(nn.Module):
-    """Steps 1-3 written as in the paper: patchify, then a linear layer. Same numbers as
-    ``PatchEmbedding`` when the weights are shared (``from_conv``); the convolution is faster."""
-
-    def __init__(self, in_channels: int, dim: int, patch_size: int):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Linear(patch_size * patch_size * in_channels, dim)
-
-    def forward(self, x):
-        return self.proj(patchify(x, self.patch_size))
-
-    @classmethod
-    def from_conv(cls, conv: PatchEmbedding) -> "LinearPatchEmbedding":
-        """A linear embedding holding the convolution's kernel, flattened in patchify's order."""
-        dim, c, p, _ = conv.proj.weight.shape
-        lin = cls(c, dim, p)
-        with torch.no_grad():
-            lin.proj.weight.copy_(rearrange(conv.proj.weight, "d c p1 p2 -> d (p1 p2 c)"))
-            lin.proj.bias.copy_(conv.proj.bias)
-        return lin
 
 
 @dataclass
@@ -83,6 +49,9 @@ class ViTConfig:
     drop_path: float = 0.0
     pool: str = "cls"          # "cls": read the class token (eq. 4); "mean": average the patch tokens
     norm_eps: float = 1e-6
+    tokenizer: str = "patch"   # steps 1-3, a name in parts.TOKENIZERS
+    attention: str = "mhsa"    # every layer's attention, a name in parts.ATTENTIONS
+    prefix: str = "cls"        # the tokens in front of the patches, a name in parts.PREFIXES
 
     def __post_init__(self):
         if self.image_size % self.patch_size != 0:
@@ -92,13 +61,15 @@ class ViTConfig:
                 f"image size {self.image_size} is not divisible by patch size {self.patch_size}: the "
                 f"patches must tile the image. Use an image size of {' or '.join(map(str, fits))}, or a "
                 f"patch size that divides {self.image_size}.")
-        if self.dim % self.num_heads != 0:
-            raise ValueError(
-                f"ViT width dim={self.dim} is not divisible by num_heads={self.num_heads}: each head "
-                f"gets dim/num_heads channels. Pick num_heads in "
-                f"{[h for h in range(1, 33) if self.dim % h == 0]} or change dim.")
+        check_heads(self.dim, self.num_heads)
+        TOKENIZERS.check(self.tokenizer)
+        ATTENTIONS.check(self.attention)
+        PREFIXES.check(self.prefix)
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool={self.pool!r} is not a pooling; use 'cls' or 'mean'")
+        if self.pool == "cls" and self.prefix == "none":
+            raise ValueError("pool='cls' reads the class token, but prefix='none' has none: "
+                             "use pool='mean', or a prefix with a class token (e.g. prefix='cls')")
 
     @property
     def grid_size(self) -> int:
@@ -111,15 +82,16 @@ class ViTConfig:
         return self.grid_size ** 2
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int, num_prefix_tokens: int = 1) -> torch.Tensor:
+def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int, num_prefix_tokens: int) -> torch.Tensor:
     """Resize a (1, prefix + g*g, D) position embedding to a new_grid x new_grid one (FixRes,
     Touvron et al. 2019; ViT section 3.2): the patch part is seen as a D-channel g x g image and
-    resized by 2-D bicubic interpolation; the class token's embedding has no position and is kept."""
+    resized by 2-D bicubic interpolation; the prefix tokens' embeddings have no position and are kept."""
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     old = math.isqrt(grid.shape[1])
     if old * old != grid.shape[1]:
-        raise ValueError(f"the position embedding holds {grid.shape[1]} patch positions, not a square grid; "
-                         "only square grids can be interpolated")
+        raise ValueError(f"the position embedding holds {grid.shape[1]} patch positions after "
+                         f"{num_prefix_tokens} prefix tokens, not a square grid; only square grids can be "
+                         "interpolated (check num_prefix_tokens)")
     if new_grid < 1:
         raise ValueError(f"cannot interpolate the position embedding to a {new_grid}x{new_grid} grid: "
                          "the image must hold at least one patch")
@@ -131,63 +103,82 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int, num_prefix_tokens: 
 
 
 class ViT(nn.Module):
-    """Vision Transformer: patch embedding, class token, position embedding, L pre-LN encoder layers
-    (``vitcourse.nn.EncoderLayer``), final LayerNorm, linear head.
+    """Vision Transformer: tokenizer, prefix tokens, position embedding, L pre-LN encoder layers
+    (``vitcourse.nn.EncoderLayer`` with the configured attention), final LayerNorm, linear head.
 
     ``forward(x, return_attention=True)`` also returns every layer's attention weights, a list of
-    L tensors (B, heads, 1+N, 1+N) with the class token at index 0.
+    L tensors (B, heads, T, T) with T = num_prefix_tokens + N and the prefix tokens first.
     """
 
     def __init__(self, config: ViTConfig | None = None, **overrides):
         super().__init__()
         config = replace(config or ViTConfig(), **overrides)
         self.config = c = config
-        self.patch_embed = PatchEmbedding(c.in_channels, c.dim, c.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.num_patches, c.dim))
+        self.patch_embed = TOKENIZERS.build(c.tokenizer, c)                      # steps 1-3
+        self.prefix = PREFIXES.build(c.prefix, c)                                # step 4
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + c.num_patches, c.dim))
         self.pos_drop = nn.Dropout(c.dropout)
         # Stochastic depth grows linearly with depth (Huang et al. 2016): early layers are kept more.
         rates = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]
+        attn_layer = lambda dim, heads, dropout: ATTENTIONS.build(c.attention, dim, heads, dropout=dropout)  # noqa: E731
         self.blocks = nn.ModuleList(
             EncoderLayer(c.dim, c.num_heads, c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                         drop_path=r, norm_first=True, activation="gelu", norm_eps=c.norm_eps)
+                         drop_path=r, norm_first=True, activation="gelu", norm_eps=c.norm_eps,
+                         attn_layer=attn_layer)
             for r in rates)
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
         self.head = nn.Linear(c.dim, c.num_classes)
         self.reset_parameters()
 
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens in front of the patches (1: the class token; 2 with DeiT's distillation token)."""
+        return self.prefix.num_tokens
+
+    def _parts(self):
+        return (self.patch_embed, self.prefix)
+
     def reset_parameters(self):
-        """Truncated-normal(0.02) for the embeddings and linear layers (as in BERT, DeiT and timm)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        """Truncated-normal(0.02) for the linear and convolution layers the ViT owns and for the
+        position embedding (as in BERT, DeiT and timm); biases zero. A part with its own
+        ``reset_parameters`` (a CNN stem with Kaiming init, the prefix tokens) initialises itself."""
+        for module in (self.patch_embed, self.prefix, self.blocks, self.head):
+            if module in self._parts() and hasattr(module, "reset_parameters"):
+                continue  # the part initialises itself below
+            for m in module.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d)):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for part in self._parts():
+            if hasattr(part, "reset_parameters"):
+                part.reset_parameters()
 
     def no_weight_decay(self) -> set[str]:
         """Parameters the optimizer should not decay (vitcourse.train reads this)."""
-        return {"pos_embed", "cls_token"}
+        names = {"pos_embed"}
+        for attr in ("patch_embed", "prefix"):
+            names |= {f"{attr}.{n}" for n in getattr(getattr(self, attr), "no_weight_decay", set)()}
+        return names
 
     @property
     def grid_size(self) -> int:
         return self.config.grid_size
 
     def embed(self, x):
-        """The five input steps: (B, C, H, W) -> z_0 of shape (B, 1+N, D)."""
+        """The five input steps: (B, C, H, W) -> z_0 of shape (B, prefix + N, D)."""
         c = self.config
         if x.ndim != 4 or x.shape[1:] != (c.in_channels, c.image_size, c.image_size):
             raise ValueError(
                 f"this ViT expects images of shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), got "
                 f"{tuple(x.shape)}. For another resolution call model.set_image_size(size) first "
                 "(it interpolates the position embedding).")
-        x = self.patch_embed(x)                                          # steps 1-3: (B, N, D)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)                                   # step 4: (B, 1+N, D)
+        x = self.prefix(self.patch_embed(x))                             # steps 1-4: (B, prefix + N, D)
         return self.pos_drop(x + self.pos_embed)                         # step 5
 
     def encode(self, x, return_attention: bool = False):
-        """Images -> final normalised tokens (B, 1+N, D), and the attention weights if asked."""
+        """Images -> final normalised tokens (B, prefix + N, D), and the attention weights if asked."""
         x = self.embed(x)
         attentions = []
         for block in self.blocks:
@@ -198,13 +189,14 @@ class ViT(nn.Module):
 
     def pool(self, tokens):
         """y = LN(z_L^0) (eq. 4) reads the class token; 'mean' averages the patch tokens instead."""
-        return tokens[:, 0] if self.config.pool == "cls" else tokens[:, 1:].mean(dim=1)
+        if self.config.pool == "cls":
+            return tokens[:, 0]
+        return tokens[:, self.num_prefix_tokens:].mean(dim=1)
 
     def forward(self, x, return_attention: bool = False):
-        if return_attention:
-            tokens, attentions = self.encode(x, return_attention=True)
-            return self.head(self.pool(tokens)), attentions
-        return self.head(self.pool(self.encode(x)))
+        tokens, attentions = self.encode(x, return_attention=True) if return_attention else (self.encode(x), None)
+        out = self.prefix.output(self.head(self.pool(tokens)), tokens)
+        return (out, attentions) if return_attention else out
 
     @torch.no_grad()
     def set_image_size(self, image_size: int) -> "ViT":
@@ -217,7 +209,7 @@ class ViT(nn.Module):
                 f"positive multiple of the patch size {c.patch_size} "
                 f"(e.g. {max(c.patch_size, image_size // c.patch_size * c.patch_size)} or "
                 f"{(image_size // c.patch_size + 1) * c.patch_size}).")
-        new = resize_pos_embed(self.pos_embed.data, image_size // c.patch_size)
+        new = resize_pos_embed(self.pos_embed.data, image_size // c.patch_size, self.num_prefix_tokens)
         self.pos_embed = nn.Parameter(new)
         self.config = replace(c, image_size=image_size)
         return self
@@ -235,35 +227,39 @@ IMAGENET = {
     "large": dict(dim=1024, depth=24, num_heads=16),
     "huge": dict(dim=1280, depth=32, num_heads=16),
 }
-# Small-image models for the course's data (patch 4: 8x8 = 64 tokens at 32 px, 7x7 = 49 at 28 px).
+# Small-image models for the course's data, one per profile (``vitcourse.recipes`` says which
+# chapter trains which): the gpu one on CIFAR (patch 4: 8x8 = 64 tokens at 32 px), the cpu one on
+# Fashion-MNIST (patch 7: 4x4 = 16 tokens at 28 px), the smoke one on 32 px synthetic data.
 SMALL_IMAGE = {
     "vit_cifar_patch4_32": dict(image_size=32, patch_size=4, in_channels=3, num_classes=10,
                                 dim=192, depth=9, num_heads=3, mlp_ratio=2.0, drop_path=0.1),
-    "vit_fashion_patch4_28": dict(image_size=28, patch_size=4, in_channels=1, num_classes=10,
-                                  dim=96, depth=6, num_heads=4, mlp_ratio=2.0),
+    "vit_fashion_patch7_28": dict(image_size=28, patch_size=7, in_channels=1, num_classes=10,
+                                  dim=128, depth=6, num_heads=4, mlp_ratio=2.0),
+    "vit_smoke_patch8_32": dict(image_size=32, patch_size=8, in_channels=3, num_classes=10,
+                                dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
 }
 
 
 CONFIGS: dict[str, dict] = {}  # name -> ViTConfig fields of every registered ViT
 
 
-def _register(name: str, defaults: dict):
-    def build(num_classes: int | None = None, in_channels: int | None = None,
-              image_size: int | None = None, **overrides) -> ViT:
-        given = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
-        overrides.update({k: v for k, v in given.items() if v is not None})
-        return ViT(ViTConfig(**{**defaults, **overrides}))
+def register_vit(name: str, defaults: dict) -> None:
+    """Register a named ViT configuration: ``create_model(name, **overrides)`` builds it, and any
+    ViTConfig field can be overridden (``num_classes``, ``in_channels``, ``image_size``...)."""
+    def build(**overrides) -> ViT:
+        return ViT(config_of(name, **{k: v for k, v in overrides.items() if v is not None}))
     build.__name__ = name
     build.__doc__ = f"ViT {name}: {defaults}; keyword arguments override any ViTConfig field."
+    ViTConfig(**defaults)  # a bad configuration fails here, at registration, not at first use
     CONFIGS[name] = defaults
-    register_model(name)(build)
+    register_model(name, build)
 
 
 for _size, _cfg in IMAGENET.items():
     for _patch in (14, 16, 32):
-        _register(f"vit_{_size}_patch{_patch}_224", dict(image_size=224, patch_size=_patch, **_cfg))
+        register_vit(f"vit_{_size}_patch{_patch}_224", dict(image_size=224, patch_size=_patch, **_cfg))
 for _name, _cfg in SMALL_IMAGE.items():
-    _register(_name, _cfg)
+    register_vit(_name, _cfg)
 
 
 def config_of(name: str, **overrides) -> ViTConfig:

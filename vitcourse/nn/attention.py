@@ -13,17 +13,22 @@ import torch.nn.functional as F
 from einops import rearrange
 
 
-def dot_product_attention(query, key, value, mask=None, scale=None, dropout_p: float = 0.0):
-    """Attention(Q, K, V) = softmax(Q K^T * scale) V  (Vaswani et al. 2017, eq. 1).
+def dot_product_attention(query, key, value, mask=None, scale=None, bias=None, dropout_p: float = 0.0):
+    """Attention(Q, K, V) = softmax(Q K^T * scale + B) V  (Vaswani et al. 2017, eq. 1; the additive
+    bias B is Swin's relative position bias and shift mask, Liu et al. 2021, eq. 4).
 
-    ``scale=None`` means 1/sqrt(d_k); ``scale=1.0`` is the unscaled form of the seed-003 example.
-    Shapes: query (..., n, d_k), key (..., m, d_k), value (..., m, d_v); mask broadcastable to
-    (..., n, m), True = may attend. Returns (context (..., n, d_v), weights (..., n, m)).
+    ``scale=None`` means 1/sqrt(d_k); ``scale=1.0`` is the unscaled form of the seed-003 example; a
+    tensor broadcastable to the scores (e.g. (heads, 1, 1)) is a learnable temperature (SL-ViT's LSA).
+    Shapes: query (..., n, d_k), key (..., m, d_k), value (..., m, d_v); ``mask`` (bool, True = may
+    attend) and ``bias`` (float, added to the scores) broadcastable to (..., n, m).
+    Returns (context (..., n, d_v), weights (..., n, m)).
     A query whose every key is masked gets all-zero weights (and a zero context), not NaN.
     """
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
     scores = torch.matmul(query, key.transpose(-2, -1)) * scale
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
@@ -33,6 +38,15 @@ def dot_product_attention(query, key, value, mask=None, scale=None, dropout_p: f
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return torch.matmul(weights, value), weights
+
+
+def check_heads(dim: int, num_heads: int) -> None:
+    """Each head gets dim/num_heads channels: raise a clear error when the heads do not divide the width."""
+    if dim % num_heads != 0:
+        raise ValueError(
+            f"width {dim} is not divisible by {num_heads} heads: each head gets width/heads channels. "
+            f"Pick heads that divide the width (divisors of {dim} up to 32: "
+            f"{[h for h in range(1, min(dim, 32) + 1) if dim % h == 0]}), or change the width.")
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
@@ -61,11 +75,7 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(
-                f"width {dim} is not divisible by {num_heads} heads: each head gets width/heads "
-                f"channels. Pick heads that divide the width (divisors of {dim}: "
-                f"{[h for h in range(1, min(dim, 32) + 1) if dim % h == 0]}).")
+        check_heads(dim, num_heads)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
@@ -82,23 +92,49 @@ class MultiHeadAttention(nn.Module):
         k, v = rearrange(kv, "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
         return q, k, v
 
-    def forward(self, x, context=None, mask=None, need_weights: bool = False):
-        """x: (batch, n, dim); context: (batch, m, dim) or None; mask broadcastable to
-        (batch, heads, n, m), True = may attend. Returns (output, weights or None)."""
+    def _head_scale(self, scale, like):
+        """``scale`` as something that broadcasts over (batch, heads, n, m): None -> 1/sqrt(d_k), a
+        float as is, a tensor of one value per head -> (heads, 1, 1)."""
+        if scale is None:
+            return 1.0 / math.sqrt(self.head_dim)
+        if torch.is_tensor(scale) and scale.numel() > 1:
+            if scale.numel() != self.num_heads:
+                raise ValueError(f"a per-head scale needs {self.num_heads} values (one per head), "
+                                 f"got shape {tuple(scale.shape)}; or pass a single number")
+            return scale.reshape(self.num_heads, 1, 1).to(like.dtype)
+        return scale.reshape(()).to(like.dtype) if torch.is_tensor(scale) else float(scale)
+
+    def forward(self, x, context=None, mask=None, bias=None, scale=None, need_weights: bool = False):
+        """x: (batch, n, dim); context: (batch, m, dim) or None; ``mask`` (bool, True = may attend) and
+        ``bias`` (float, added to the scores) broadcastable to (batch, heads, n, m); ``scale`` None
+        (1/sqrt(d_k)), a number, or a tensor with one value or one per head (may be learnable).
+        Returns (output, weights or None)."""
         q, k, v = self._project(x, context)
         p = self.dropout if self.training else 0.0
+        s = self._head_scale(scale, q)
         if need_weights:
-            out, weights = dot_product_attention(q, k, v, mask=mask, dropout_p=p)
+            out, weights = dot_product_attention(q, k, v, mask=mask, scale=s, bias=bias, dropout_p=p)
         else:
             weights = None
+            if torch.is_tensor(s):
+                # The fused kernel takes a Python float: fold a tensor scale into the queries instead
+                # ((s q) k^T = s (q k^T)), which keeps the gradient of a learnable temperature.
+                q, s = q * s, 1.0
+            attn_mask, live = bias, None
             if mask is not None:
                 # Rows with no allowed key would give NaN in some kernels: let them attend
                 # everywhere, then zero their output (what the explicit path returns).
                 live = mask.any(dim=-1, keepdim=True)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~live, dropout_p=p)
+                allowed = mask | ~live
+                if bias is None:
+                    attn_mask = allowed
+                else:  # one float mask: the bias where allowed, -inf where not
+                    attn_mask = torch.where(allowed, bias.to(q.dtype), float("-inf"))
+            elif attn_mask is not None:
+                attn_mask = attn_mask.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, scale=s)
+            if live is not None:
                 out = out * live
-            else:
-                out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         return self.proj(rearrange(out, "b h n d -> b n (h d)")), weights
 
 

@@ -36,16 +36,19 @@ class EncoderLayer(nn.Module):
     """Self-attention + MLP, each wrapped in a residual connection and a LayerNorm.
 
     ``norm_first=True`` is pre-LN (ViT), ``False`` is post-LN (the original Transformer).
-    ``drop_path`` is the stochastic-depth rate of both residual branches.
+    ``drop_path`` is the stochastic-depth rate of both residual branches. ``attn_layer`` builds the
+    attention from ``(dim, num_heads, dropout=...)``: ``MultiHeadAttention`` by default, or any
+    module with its call, ``forward(x, mask=None, need_weights=False) -> (out, weights or None)``
+    (SL-ViT's ``LocalitySelfAttention``, for one).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, norm_first: bool = True,
-                 activation: str = "gelu", norm_eps: float = 1e-6):
+                 activation: str = "gelu", norm_eps: float = 1e-6, attn_layer=MultiHeadAttention):
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MultiHeadAttention(dim, num_heads, dropout=attn_dropout)
+        self.attn = attn_layer(dim, num_heads, dropout=attn_dropout)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, activation=activation)
         self.drop = nn.Dropout(dropout)
@@ -67,14 +70,15 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Masked self-attention, cross-attention to the encoder output ("memory"), MLP; each in a
     residual connection with a LayerNorm (Vaswani et al. 2017, section 3.1), pre-LN or post-LN.
+    Same defaults as ``EncoderLayer`` (GELU, LayerNorm eps 1e-6, optional stochastic depth).
 
     The causal mask keeps position t from reading positions > t, so training with teacher forcing
     computes all positions at once yet each one sees only what greedy decoding would have seen.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, norm_first: bool = True, activation: str = "relu",
-                 norm_eps: float = 1e-5):
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, norm_first: bool = True,
+                 activation: str = "gelu", norm_eps: float = 1e-6):
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -84,22 +88,27 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, activation=activation)
         self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def _branch(self, out):
+        """A residual branch's output after dropout and stochastic depth."""
+        return self.drop_path(self.drop(out))
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, need_weights: bool = False):
         """x (B, T, dim), memory (B, S, dim); self_mask broadcastable to (B, heads, T, T) (causal),
         memory_mask to (B, heads, T, S) (source padding). Returns (x, cross-attention weights or None)."""
+        res = self._branch
         if self.norm_first:
-            h = self.norm1(x)
-            x = x + self.drop(self.self_attn(h, mask=self_mask)[0])
+            x = x + res(self.self_attn(self.norm1(x), mask=self_mask)[0])
             a, weights = self.cross_attn(self.norm2(x), context=memory, mask=memory_mask,
                                          need_weights=need_weights)
-            x = x + self.drop(a)
-            x = x + self.mlp(self.norm3(x))
+            x = x + res(a)
+            x = x + self.drop_path(self.mlp(self.norm3(x)))
         else:
-            x = self.norm1(x + self.drop(self.self_attn(x, mask=self_mask)[0]))
+            x = self.norm1(x + res(self.self_attn(x, mask=self_mask)[0]))
             a, weights = self.cross_attn(x, context=memory, mask=memory_mask, need_weights=need_weights)
-            x = self.norm2(x + self.drop(a))
-            x = self.norm3(x + self.mlp(x))
+            x = self.norm2(x + res(a))
+            x = self.norm3(x + self.drop_path(self.mlp(x)))
         return x, weights
 
 
@@ -132,10 +141,10 @@ class Transformer(nn.Module):
                          activation=activation, norm_eps=1e-5) for _ in range(num_encoder_layers))
         self.decoder = nn.ModuleList(
             DecoderLayer(dim, num_heads, mlp_ratio, dropout=dropout, norm_first=norm_first,
-                         activation=activation) for _ in range(num_decoder_layers))
+                         activation=activation, norm_eps=1e-5) for _ in range(num_decoder_layers))
         # pre-LN leaves the residual stream un-normalised: one LayerNorm at the end of each stack
-        self.encoder_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
-        self.decoder_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+        self.encoder_norm = nn.LayerNorm(dim, eps=1e-5) if norm_first else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(dim, eps=1e-5) if norm_first else nn.Identity()
 
     def _embed(self, tokens):
         return self.drop(self.pos(self.embed(tokens) * self.dim ** 0.5))

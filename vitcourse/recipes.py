@@ -1,0 +1,76 @@
+"""The course's training recipes, per profile, in one place: the notebooks that train the course
+ViT (chapter 03) and ResNet (chapter 00), the chapters that reuse them (04-07), and
+``benchmarks/`` all read them here, so a benchmark always measures what a chapter trains.
+
+    r = recipe("vit")                       # the active profile's
+    model = r.build(train_data)             # create_model(r.model, ...) sized for the data
+    loader = DeviceLoader(train_data, r.batch_size, drop_last=True, **r.augment)
+    fit(model, loader, epochs=r.epochs, **r.fit_args())
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .runtime import PROFILES, profile
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered model and how to train it."""
+    model: str                       # a name from vitcourse.models.list_models()
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_epochs: float
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    augment: dict = field(default_factory=dict)       # DeviceLoader keyword arguments
+    model_args: dict = field(default_factory=dict)    # create_model keyword arguments
+
+    def build(self, data, **overrides):
+        """The model, sized for ``data`` (an ImageData: channels, image size, number of classes)."""
+        from .models import create_model
+        c, h, _ = data.shape
+        return create_model(self.model, num_classes=len(data.classes), in_channels=c, image_size=h,
+                            **{**self.model_args, **overrides})
+
+    def fit_args(self) -> dict:
+        """The keyword arguments of ``vitcourse.train.fit`` this recipe sets."""
+        return dict(lr=self.lr, warmup_epochs=self.warmup_epochs, weight_decay=self.weight_decay,
+                    label_smoothing=self.label_smoothing)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> "Recipe":
+        return replace(self, **changes)
+
+
+RECIPES: dict[str, dict[str, Recipe]] = {
+    # Chapter 03's ViT. cpu: Fashion-MNIST, patch 7 (a 4x4 grid), 805k parameters.
+    "vit": {
+        "smoke": Recipe("vit_smoke_patch8_32", epochs=1, batch_size=128, lr=2e-3, warmup_epochs=0.2),
+        "cpu": Recipe("vit_fashion_patch7_28", epochs=8, batch_size=64, lr=1e-3, warmup_epochs=0.5),
+        "gpu": Recipe("vit_cifar_patch4_32", epochs=100, batch_size=256, lr=1e-3, warmup_epochs=5,
+                      augment=dict(crop_padding=4, flip=True, randaugment=True)),
+    },
+    # Chapter 00's ResNet, the CNN baseline of chapter 04 and the DeiT teacher of chapter 05.
+    "resnet": {
+        "smoke": Recipe("resnet8", epochs=1, batch_size=128, lr=3e-3, warmup_epochs=0.2,
+                        augment=dict(crop_padding=4, flip=True)),
+        "cpu": Recipe("resnet8", epochs=6, batch_size=128, lr=3e-3, warmup_epochs=0.3,
+                      augment=dict(crop_padding=2, flip=True)),
+        "gpu": Recipe("resnet20", epochs=30, batch_size=512, lr=2e-3, warmup_epochs=2,
+                      augment=dict(crop_padding=4, flip=True)),
+    },
+}
+
+
+def recipe(name: str, profile_name: str | None = None) -> Recipe:
+    """The recipe ``name`` ("vit", "resnet", ...) of a profile, by default the active one."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    p = profile_name or profile()
+    if p not in PROFILES:
+        raise ValueError(f"unknown profile {p!r}; use one of {', '.join(PROFILES)}")
+    return RECIPES[name][p]
