@@ -314,31 +314,16 @@ for layer, row in enumerate(distance, 1):
 import copy
 
 NEW_SIZE = H + 2 * cfg.patch_size  # two more patches per side
-
-
-class Resized:
-    """A loader wrapper that resizes every batch of images (bicubic) to ``size``."""
-
-    def __init__(self, loader, size):
-        self.loader, self.size = loader, size
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False), y
-
-
+# D.Resized wraps a loader and resizes every batch of images (bicubic) to NEW_SIZE.
 hires = copy.deepcopy(model).set_image_size(NEW_SIZE)
 print(f"position embedding {tuple(model.pos_embed.shape)} -> {tuple(hires.pos_embed.shape)}")
 acc_native = evaluate(model, test_loader)["acc"]
-acc_hires = evaluate(hires, Resized(test_loader, NEW_SIZE))["acc"]
+acc_hires = evaluate(hires, D.Resized(test_loader, NEW_SIZE))["acc"]
 finetune_data = D.subset(train_data, budget(smoke=256, cpu=5000, gpu=10000), seed=2)
-ft_loader = Resized(D.DeviceLoader(finetune_data, R.batch_size, drop_last=True, device=DEVICE), NEW_SIZE)
+ft_loader = D.Resized(D.DeviceLoader(finetune_data, R.batch_size, drop_last=True, device=DEVICE), NEW_SIZE)
 fit(hires, ft_loader, epochs=1, lr=R.lr / 10, warmup_epochs=0.1, label_smoothing=R.label_smoothing,
     device=DEVICE, progress=False)
-acc_hires_ft = evaluate(hires, Resized(test_loader, NEW_SIZE))["acc"]
+acc_hires_ft = evaluate(hires, D.Resized(test_loader, NEW_SIZE))["acc"]
 print(f"{H}px (trained): {acc_native:.4f} | {NEW_SIZE}px interpolated, no training: {acc_hires:.4f} | "
       f"{NEW_SIZE}px after fine-tuning on {len(finetune_data)} images: {acc_hires_ft:.4f}")
 try:

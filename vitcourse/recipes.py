@@ -54,6 +54,13 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         "gpu": Recipe("vit_cifar_patch4_32", epochs=100, batch_size=256, lr=1e-3, warmup_epochs=5,
                       augment=dict(crop_padding=4, flip=True, randaugment=True)),
     },
+    # Chapter 04's hybrid: chapter 03's Transformer on tokens from a ResNet feature map, trained alike.
+    "hybrid": {
+        "smoke": Recipe("vit_hybrid_smoke_32", epochs=1, batch_size=128, lr=2e-3, warmup_epochs=0.2),
+        "cpu": Recipe("vit_hybrid_fashion_28", epochs=8, batch_size=64, lr=1e-3, warmup_epochs=0.5),
+        "gpu": Recipe("vit_hybrid_cifar_32", epochs=100, batch_size=256, lr=1e-3, warmup_epochs=5,
+                      augment=dict(crop_padding=4, flip=True, randaugment=True)),
+    },
     # Chapter 00's ResNet, the CNN baseline of chapter 04 and the DeiT teacher of chapter 05.
     "resnet": {
         "smoke": Recipe("resnet8", epochs=1, batch_size=128, lr=3e-3, warmup_epochs=0.2,
@@ -67,7 +74,7 @@ RECIPES: dict[str, dict[str, Recipe]] = {
 
 
 def recipe(name: str, profile_name: str | None = None) -> Recipe:
-    """The recipe ``name`` ("vit", "resnet", ...) of a profile, by default the active one."""
+    """The recipe ``name`` ("vit", "hybrid", "resnet") of a profile, by default the active one."""
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
     p = profile_name or profile()

@@ -166,3 +166,86 @@ class DeviceLoader:
                     x, y = self.mix(x, y)
             yield x, y
         self.epoch += 1
+
+
+class _LoaderWrapper:
+    """What a loader that wraps another passes through: length, epoch, unit, targets, description."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+
+    @property
+    def unit(self) -> str:
+        return getattr(self.loader, "unit", "samples")
+
+    @property
+    def mixes_targets(self) -> bool:
+        return getattr(self.loader, "mixes_targets", False)
+
+    def describe(self) -> dict:
+        return self.loader.describe() if hasattr(self.loader, "describe") else {}
+
+
+class FixedSteps(_LoaderWrapper):
+    """Exactly ``steps`` batches per epoch, taken from ``loader``'s epochs one after another.
+
+    A data-scale study trains every model for the same number of optimisation steps whatever the size
+    of its training set (so the comparison is about data, not compute): on 1% of the data those steps
+    go round the data many times, on 100% about once. Epoch e of this loader starts at batch
+    e * steps of the endless stream of the inner loader's epochs, so ``set_epoch`` reproduces it
+    exactly and a resumed run sees the batches it would have seen.
+    """
+
+    def __init__(self, loader, steps: int):
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        super().__init__(loader)
+        self.steps, self.epoch = steps, 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def describe(self) -> dict:
+        return {**super().describe(), "steps_per_epoch": self.steps}
+
+    def __iter__(self):
+        inner_epoch, skip = divmod(self.epoch * self.steps, len(self.loader))
+        produced = 0
+        while produced < self.steps:
+            self.loader.set_epoch(inner_epoch)
+            for batch in self.loader:
+                if skip:  # only after a resume: regenerate and drop the batches already used
+                    skip -= 1
+                    continue
+                yield batch
+                produced += 1
+                if produced == self.steps:
+                    break
+            inner_epoch += 1
+        self.epoch += 1
+
+
+class Resized(_LoaderWrapper):
+    """A loader whose image batches are resized (bicubic) to ``size`` x ``size``: to run a model at
+    another resolution (FixRes, chapter 03) or a 224-px pre-trained model on 32-px images (chapter 04)."""
+
+    def __init__(self, loader, size: int):
+        super().__init__(loader)
+        self.size = size
+
+    def describe(self) -> dict:
+        return {**super().describe(), "resized_to": self.size}
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False), y

@@ -36,6 +36,31 @@ class BasicBlock(nn.Module):
         return torch.relu(out)
 
 
+def resnet_body(blocks: int, in_channels: int, widths=(16, 32, 64), residual: bool = True):
+    """(stem, stages) of the CIFAR ResNet: a 3x3 convolution, then one stage per width, each of
+    ``blocks`` basic blocks; every stage after the first halves the resolution. The ResNet below and
+    the hybrid ViT's CNN tokenizer (``vitcourse.models.hybrid``) are both built from it."""
+    stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                         nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+    stages, ch = [], widths[0]
+    for i, w in enumerate(widths):
+        layers = []
+        for j in range(blocks):
+            layers.append(BasicBlock(ch, w, stride=2 if (i > 0 and j == 0) else 1, residual=residual))
+            ch = w
+        stages.append(nn.Sequential(*layers))
+    return stem, nn.Sequential(*stages)
+
+
+def kaiming_init(module: nn.Module) -> None:
+    """He et al. (2015) initialisation of every convolution (fan-out, ReLU gain); BatchNorm to 1 and 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+
+
 class ResNet(nn.Module):
     """stem conv3x3 -> 3 stages of ``blocks`` basic blocks -> global average pool -> linear."""
 
@@ -44,20 +69,9 @@ class ResNet(nn.Module):
         super().__init__()
         self.config = dict(blocks=blocks, num_classes=num_classes, in_channels=in_channels,
                            widths=list(widths), residual=residual)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
-        stages, ch = [], widths[0]
-        for i, w in enumerate(widths):
-            layers = []
-            for j in range(blocks):
-                layers.append(BasicBlock(ch, w, stride=2 if (i > 0 and j == 0) else 1, residual=residual))
-                ch = w
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(Reduce("b c h w -> b c", "mean"), nn.Linear(ch, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.stem, self.stages = resnet_body(blocks, in_channels, widths, residual)
+        self.head = nn.Sequential(Reduce("b c h w -> b c", "mean"), nn.Linear(widths[-1], num_classes))
+        kaiming_init(self)
 
     def features(self, x):
         """The last stage's feature map (B, C, H/4, W/4), e.g. for a hybrid ViT stem."""

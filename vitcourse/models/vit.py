@@ -19,7 +19,7 @@ the ``prefix`` puts tokens in front (``cls``: the class token; DeiT adds a disti
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,7 @@ from einops import rearrange
 
 from ..nn.attention import check_heads
 from ..nn.transformer import EncoderLayer
+from . import hybrid  # noqa: F401  (registers the "resnet" tokenizer the hybrid configs below use)
 from .parts import ATTENTIONS, PREFIXES, TOKENIZERS, LinearPatchEmbedding, PatchEmbedding, patchify  # noqa: F401
 from .registry import register_model
 
@@ -50,6 +51,7 @@ class ViTConfig:
     pool: str = "cls"          # "cls": read the class token (eq. 4); "mean": average the patch tokens
     norm_eps: float = 1e-6
     tokenizer: str = "patch"   # steps 1-3, a name in parts.TOKENIZERS
+    tokenizer_args: dict = field(default_factory=dict)  # the tokenizer's own settings (a hybrid's CNN)
     attention: str = "mhsa"    # every layer's attention, a name in parts.ATTENTIONS
     prefix: str = "cls"        # the tokens in front of the patches, a name in parts.PREFIXES
 
@@ -137,6 +139,17 @@ class ViT(nn.Module):
 
     def _parts(self):
         return (self.patch_embed, self.prefix)
+
+    @torch.no_grad()
+    def reset_head(self, num_classes: int) -> "ViT":
+        """A new, zero-initialised classification head for ``num_classes`` (fine-tuning on a new task;
+        ViT section 3.2 and appendix B.1.1: "we remove the pre-trained prediction head and attach a
+        zero-initialized D x K feedforward layer"). Returns self."""
+        self.head = nn.Linear(self.config.dim, num_classes).to(self.pos_embed.device)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.config = replace(self.config, num_classes=num_classes)
+        return self
 
     def reset_parameters(self):
         """Truncated-normal(0.02) for the linear and convolution layers the ViT owns and for the
@@ -238,6 +251,14 @@ SMALL_IMAGE = {
     "vit_smoke_patch8_32": dict(image_size=32, patch_size=8, in_channels=3, num_classes=10,
                                 dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
 }
+# Hybrids (ViT section 3.1): the same Transformers on tokens cut from the feature map of chapter 00's
+# ResNet (three stages of one block, stride 4): 1x1 patches of the 7x7 (28 px) or 8x8 (32 px) map.
+_RESNET_STEM = dict(tokenizer="resnet", tokenizer_args=dict(blocks=1, widths=(16, 32, 64)))
+SMALL_IMAGE.update({
+    "vit_hybrid_cifar_32": {**SMALL_IMAGE["vit_cifar_patch4_32"], **_RESNET_STEM, "patch_size": 4},
+    "vit_hybrid_fashion_28": {**SMALL_IMAGE["vit_fashion_patch7_28"], **_RESNET_STEM, "patch_size": 4},
+    "vit_hybrid_smoke_32": {**SMALL_IMAGE["vit_smoke_patch8_32"], **_RESNET_STEM, "patch_size": 8},
+})
 
 
 CONFIGS: dict[str, dict] = {}  # name -> ViTConfig fields of every registered ViT
