@@ -56,9 +56,8 @@ from vitcourse import budget, profile
 from vitcourse.claims import Claims
 from vitcourse.data import DeviceLoader, dataset_for_profile, load
 from vitcourse.models import create_model
-from vitcourse.recipes import recipe
-from vitcourse.study import run_dir
-from vitcourse.train import fit, predict
+from vitcourse.recipes import recipe, train_recipe
+from vitcourse.train import predict
 
 vitcourse.seed_everything(0)
 claims = Claims("00_cnn_backbones")
@@ -304,15 +303,14 @@ claims.add("C0-bias", "convolution is translation-equivariant, a dense layer is 
 R = recipe("resnet")  # vitcourse.recipes: the one place chapters and benchmarks read the course ResNet's settings
 model_name, epochs = R.model, R.epochs
 train = train_full
-train_loader = DeviceLoader(train, R.batch_size, seed=0, **R.augment)
-test_loader = DeviceLoader(test, 1000, shuffle=False)
-model = R.build(train)
-print(f"{model_name}: {sum(p.numel() for p in model.parameters()):,} parameters; {len(train):,} training images")
 print(R)
-# Each run gets its own folder from its settings: change a knob and re-run, and a new run starts.
-run = run_dir("00_resnet", {**R.to_dict(), "data": data_name})
-history = fit(model, train_loader, test_loader, epochs=epochs, **R.fit_args(), val_name="test",
-              checkpoint=run / "checkpoint.pt")
+# train_recipe builds R's model and a DeviceLoader with R's batch size and augmentation, then calls
+# fit() with R's optimiser settings, checkpointing under a folder named from R and the data: change a
+# knob and a new run starts; re-run unchanged and the finished run is loaded (chapter 05 loads this
+# very model as its teacher).
+model, history = train_recipe(R, train, test, name="00_resnet")
+test_loader = DeviceLoader(test, 1000, shuffle=False)
+print(f"{model_name}: {sum(p.numel() for p in model.parameters()):,} parameters; {len(train):,} training images")
 history.plot(f"{model_name} on {data_name}")
 plt.show()
 

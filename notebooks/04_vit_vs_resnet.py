@@ -70,14 +70,14 @@ DEVICE = vitcourse.device()
 DATASET = D.dataset_for_profile()                        # synthetic | fashion_mnist | cifar10
 MODELS = ("resnet", "hybrid", "vit")                     # recipes of chapters 00, 04 and 03
 # The data-scale study: stratified fractions of the training split, two decades.
-FRACTIONS = budget(smoke=(0.05, 0.2, 1.0), cpu=(0.01, 0.03, 0.1, 0.3, 1.0), gpu=(0.01, 0.03, 0.1, 0.3, 1.0))
-STEPS = budget(smoke=6, cpu=400, gpu=3000)              # optimisation steps of every run, any fraction
+FRACTIONS = budget(smoke=(0.05, 0.2, 1.0), cpu=(0.01, 0.05, 0.2, 1.0), gpu=(0.01, 0.03, 0.1, 0.3, 1.0))
+STEPS = budget(smoke=6, cpu=300, gpu=3000)               # optimisation steps of every run, any fraction
 BATCH = budget(smoke=32, cpu=128, gpu=256)               # the same batch for every model
 WARMUP = 0.1                                             # share of the steps with a linear warm-up
-N_TRAIN_EVAL = budget(smoke=256, cpu=5000, gpu=5000)     # training images scored for the train accuracy
+N_TRAIN_EVAL = budget(smoke=256, cpu=2000, gpu=5000)     # training images scored for the train accuracy
 # The AugReg study: a small fraction, and the "nothing" base that every recipe adds one thing to.
 AUGREG_FRACTION = budget(smoke=0.2, cpu=0.03, gpu=0.1)
-AUGREG_STEPS = budget(smoke=6, cpu=200, gpu=2000)
+AUGREG_STEPS = budget(smoke=6, cpu=150, gpu=2000)
 BASE_AUGMENT = budget(smoke={}, cpu={}, gpu=dict(crop_padding=4, flip=True))
 # Transfer: pre-train on half of the classes, fine-tune on a few labelled images of the other half.
 PRETRAIN_STEPS = budget(smoke=6, cpu=400, gpu=3000)
@@ -534,11 +534,12 @@ claims.show()
 # table (did augmentation leave the short run underfitted?), and the pre-training accuracy of
 # section 5 (did pre-training learn features worth transferring?).
 #
-# **Time in the gpu profile.** The data-scale study is 15 runs of 3,000 steps of 256 CIFAR images
-# (11.5M images in all), the AugReg study 11 runs of 2,000 steps; on a T4 (fp16) expect roughly one to
-# two hours for the whole notebook (not measured yet: an estimate from the model sizes, to be replaced
-# by a measurement). The cpu profile runs in about 40 minutes on 2 cores; a second run reads every
-# finished run from disk and takes a minute or two.
+# **Time.** The cpu profile trains 12 data-scale runs of 300 steps and 11 AugReg runs of 150 steps
+# (batch 128); the hybrid, with 49 tokens against the ViT's 16 plus its CNN, is the slowest of the
+# three by far. A second run of the notebook reads every finished run from disk. The gpu profile's
+# data-scale study is 15 runs of 3,000 steps of 256 CIFAR images (11.5M images in all) and the AugReg
+# study 11 runs of 2,000 steps: on a T4 (fp16) expect one to two hours for the whole notebook (an
+# estimate from the model sizes; no GPU run of this notebook has been timed yet).
 #
 # ## Exercises
 #

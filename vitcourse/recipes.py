@@ -81,3 +81,23 @@ def recipe(name: str, profile_name: str | None = None) -> Recipe:
     if p not in PROFILES:
         raise ValueError(f"unknown profile {p!r}; use one of {', '.join(PROFILES)}")
     return RECIPES[name][p]
+
+
+def train_recipe(r: Recipe, train, test=None, *, name: str, seed: int = 0, root="runs", progress: bool = True,
+                 device=None):
+    """Train ``r``'s model on ``train`` with ``r``'s settings, checkpointed under
+    ``run_dir(name, {recipe, data})``: the same call in another notebook finds the same run (finished:
+    loaded at once; interrupted: resumed). ``test`` is evaluated after every epoch and recorded as
+    ``test_acc``. Returns (model, history)."""
+    from .data import DeviceLoader
+    from .runtime import seed_everything
+    from .study import run_dir
+    from .train import fit
+    seed_everything(seed)
+    model = r.build(train)
+    loader = DeviceLoader(train, r.batch_size, seed=seed, device=device, **r.augment)
+    test_loader = DeviceLoader(test, 1000, shuffle=False, device=device) if test is not None else None
+    run = run_dir(name, {**r.to_dict(), "data": train.name, "train_images": len(train), "seed": seed}, root=root)
+    history = fit(model, loader, test_loader, epochs=r.epochs, **r.fit_args(), val_name="test",
+                  checkpoint=run / "checkpoint.pt", progress=progress, device=device)
+    return model, history

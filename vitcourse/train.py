@@ -60,7 +60,7 @@ class History:
         import matplotlib.pyplot as plt
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
         note = f" ({self.train_loss_note})" if self.train_loss_note else ""
-        labels = {"train": {"loss": f"train, as optimised{note}", "acc": "train (augmented batches)"},
+        labels = {"train": {"loss": f"train, as optimised{note}", "acc": "train (running, during each epoch)"},
                   self.val_name: {"loss": f"{self.val_name} (plain cross-entropy)", "acc": self.val_name}}
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, label in labels.items():

@@ -1,6 +1,6 @@
 """Load reference implementations' weights into vitcourse models.
 
-``vit_from_torchvision(model)`` and ``vit_from_timm(model)`` read the reference's configuration,
+``vit_from_torchvision(model)``, ``vit_from_timm(model)`` and ``deit_from_timm(model)`` read the reference's configuration,
 refuse what our ViT cannot express (with the reason), and copy every tensor under our names. The
 tests check that eval-mode logits agree to 1e-4, which proves that our ViT computes the same
 function as both references, not just that the shapes fit.
@@ -72,15 +72,10 @@ def vit_from_torchvision(model: nn.Module) -> ViT:
     return _load(config, state)
 
 
-def vit_from_timm(model: nn.Module) -> ViT:
-    """A vitcourse ViT with the weights of a ``timm`` VisionTransformer (vit_tiny_patch16_224 ...).
-
-    Our parameter names follow timm's, except that the class token lives in the prefix part.
-    """
-    from timm.models.vision_transformer import VisionTransformer
-    _require(isinstance(model, VisionTransformer), f"expected a timm VisionTransformer, got {type(model).__name__}")
-    _require(model.has_class_token and model.num_prefix_tokens == 1 and not model.no_embed_class,
-             "our ViT has exactly one class token and a position embedding that covers it "
+def _timm_config(model: nn.Module, prefix: str, num_prefix_tokens: int) -> ViTConfig:
+    """Check a timm VisionTransformer for what our ViT cannot express; return the matching config."""
+    _require(model.has_class_token and model.num_prefix_tokens == num_prefix_tokens and not model.no_embed_class,
+             f"expected {num_prefix_tokens} prefix token(s) with a position embedding that covers them "
              "(no register tokens, no class_token=False, no no_embed_class)")
     _require(not getattr(model, "dynamic_img_size", False), "dynamic_img_size is not supported")
     _require(isinstance(model.norm_pre, nn.Identity), "pre_norm (a LayerNorm before the encoder, as in CLIP) "
@@ -105,11 +100,33 @@ def vit_from_timm(model: nn.Module) -> ViT:
     patch = model.patch_embed.patch_size
     _require(grid[0] == grid[1] and patch[0] == patch[1], "only square images and patches are supported")
     dim = model.embed_dim
-    config = ViTConfig(image_size=grid[0] * patch[0], patch_size=patch[0],
-                       in_channels=model.patch_embed.proj.in_channels, num_classes=model.num_classes,
-                       dim=dim, depth=len(model.blocks), num_heads=attn.num_heads,
-                       mlp_ratio=_mlp_ratio(dim, block.mlp.fc1.out_features),
-                       pool="cls" if model.global_pool == "token" else "mean", norm_eps=model.norm.eps)
+    return ViTConfig(image_size=grid[0] * patch[0], patch_size=patch[0],
+                     in_channels=model.patch_embed.proj.in_channels, num_classes=model.num_classes,
+                     dim=dim, depth=len(model.blocks), num_heads=attn.num_heads,
+                     mlp_ratio=_mlp_ratio(dim, block.mlp.fc1.out_features),
+                     pool="cls" if model.global_pool == "token" else "mean", norm_eps=model.norm.eps, prefix=prefix)
+
+
+def vit_from_timm(model: nn.Module) -> ViT:
+    """A vitcourse ViT with the weights of a ``timm`` VisionTransformer (vit_tiny_patch16_224 ...).
+
+    Our parameter names follow timm's, except that the class token lives in the prefix part.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+    _require(isinstance(model, VisionTransformer), f"expected a timm VisionTransformer, got {type(model).__name__}")
+    _require(not hasattr(model, "dist_token"), "a distilled DeiT has a distillation token: use deit_from_timm")
     state = dict(model.state_dict())
     state["prefix.cls_token"] = state.pop("cls_token")
-    return _load(config, state)
+    return _load(_timm_config(model, "cls", 1), state)
+
+
+def deit_from_timm(model: nn.Module) -> ViT:
+    """A vitcourse DeiT (``prefix="cls_dist"``) with the weights of timm's ``VisionTransformerDistilled``
+    (deit_tiny_distilled_patch16_224 ...): class and distillation tokens, and the distillation head."""
+    from timm.models.deit import VisionTransformerDistilled
+    _require(isinstance(model, VisionTransformerDistilled),
+             f"expected a timm VisionTransformerDistilled (a distilled DeiT), got {type(model).__name__}")
+    state = dict(model.state_dict())
+    for name in ("cls_token", "dist_token", "head_dist.weight", "head_dist.bias"):
+        state[f"prefix.{name}"] = state.pop(name)
+    return _load(_timm_config(model, "cls_dist", 2), state)

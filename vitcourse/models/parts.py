@@ -143,5 +143,43 @@ class NoPrefix(nn.Module):
         return logits
 
 
+class DistillationTokens(ClassToken):
+    """DeiT (Touvron et al. 2021, section 4, figure 2): a class token and a *distillation token* in
+    front of the patches. The distillation token has its own linear head and learns from the
+    teacher's predictions (``vitcourse.distill``); the class token learns from the labels.
+
+    In training the model returns both heads' logits, (class, distillation); in eval mode their
+    average (timm's convention; the paper adds the two softmax outputs, which ranks the classes
+    almost always the same way)."""
+    num_tokens = 2
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__(dim)
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.head_dist = nn.Linear(dim, num_classes)
+
+    def reset_parameters(self):
+        for p in (self.cls_token, self.dist_token, self.head_dist.weight):
+            nn.init.trunc_normal_(p, std=0.02)
+        nn.init.zeros_(self.head_dist.bias)
+
+    def reset_head(self, num_classes: int):
+        self.head_dist = nn.Linear(self.head_dist.in_features, num_classes).to(self.dist_token.device)
+        nn.init.zeros_(self.head_dist.weight)
+        nn.init.zeros_(self.head_dist.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "dist_token"}
+
+    def forward(self, tokens):
+        b = tokens.shape[0]
+        return torch.cat([self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1), tokens], dim=1)
+
+    def output(self, logits, tokens):
+        dist = self.head_dist(tokens[:, 1])
+        return (logits, dist) if self.training else (logits + dist) / 2
+
+
 PREFIXES.register("cls", lambda c: ClassToken(c.dim))
 PREFIXES.register("none", lambda c: NoPrefix())
+PREFIXES.register("cls_dist", lambda c: DistillationTokens(c.dim, c.num_classes))

@@ -69,6 +69,8 @@ class ViTConfig:
         PREFIXES.check(self.prefix)
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool={self.pool!r} is not a pooling; use 'cls' or 'mean'")
+        if self.prefix == "cls_dist" and self.pool != "cls":
+            raise ValueError("a DeiT (prefix='cls_dist') reads its class and distillation tokens: use pool='cls'")
         if self.pool == "cls" and self.prefix == "none":
             raise ValueError("pool='cls' reads the class token, but prefix='none' has none: "
                              "use pool='mean', or a prefix with a class token (e.g. prefix='cls')")
@@ -148,6 +150,8 @@ class ViT(nn.Module):
         self.head = nn.Linear(self.config.dim, num_classes).to(self.pos_embed.device)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if hasattr(self.prefix, "reset_head"):  # a part with a head of its own (DeiT's distillation head)
+            self.prefix.reset_head(num_classes)
         self.config = replace(self.config, num_classes=num_classes)
         return self
 
@@ -261,6 +265,13 @@ SMALL_IMAGE.update({
 })
 
 
+# DeiT (Touvron et al. 2021): a ViT with a distillation token, trained from a CNN teacher. The
+# ImageNet ones at 224/16 (DeiT-Ti/S/B, table 1), and the course's profile models with the token.
+DEIT = {f"deit_{size}_distilled_patch16_224": dict(image_size=224, patch_size=16, prefix="cls_dist", **IMAGENET[size])
+        for size in ("tiny", "small", "base")}
+DEIT.update({name.replace("vit_", "deit_", 1): {**SMALL_IMAGE[name], "prefix": "cls_dist"}
+             for name in ("vit_cifar_patch4_32", "vit_fashion_patch7_28", "vit_smoke_patch8_32")})
+
 CONFIGS: dict[str, dict] = {}  # name -> ViTConfig fields of every registered ViT
 
 
@@ -279,7 +290,7 @@ def register_vit(name: str, defaults: dict) -> None:
 for _size, _cfg in IMAGENET.items():
     for _patch in (14, 16, 32):
         register_vit(f"vit_{_size}_patch{_patch}_224", dict(image_size=224, patch_size=_patch, **_cfg))
-for _name, _cfg in SMALL_IMAGE.items():
+for _name, _cfg in {**SMALL_IMAGE, **DEIT}.items():
     register_vit(_name, _cfg)
 
 

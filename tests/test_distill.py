@@ -1,0 +1,125 @@
+"""DeiT: the distillation token, the two distillation losses, the teacher hook, timm parity."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vitcourse.distill import DistillationLoss, hard_distillation_loss, soft_distillation_loss
+from vitcourse.models import create_model
+from vitcourse.models.vit import ViT, ViTConfig
+
+SMALL = dict(image_size=16, patch_size=4, in_channels=3, num_classes=3, dim=16, depth=1, num_heads=2)
+
+
+def test_soft_loss_against_a_hand_computed_value():
+    s, t, y = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 3.0, 0.0]]), torch.tensor([0])
+    tau, alpha = 3.0, 0.1
+    ce = -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-1)))
+    ps = [math.exp(v / tau) for v in (2.0, 0.0, -1.0)]
+    ps = [v / sum(ps) for v in ps]
+    pt = [math.exp(v / tau) for v in (0.0, 3.0, 0.0)]
+    pt = [v / sum(pt) for v in pt]
+    kl = sum(a * math.log(a / b) for a, b in zip(pt, ps))
+    expected = (1 - alpha) * ce + alpha * tau ** 2 * kl
+    assert soft_distillation_loss(s, t, y, tau, alpha).item() == pytest.approx(expected, rel=1e-5)
+    # A student equal to the teacher has KL 0: the loss is (1 - alpha) CE.
+    assert soft_distillation_loss(t, t, y, tau, alpha).item() == pytest.approx(
+        0.9 * nn.functional.cross_entropy(t, y).item(), rel=1e-5)
+
+
+def test_hard_loss_against_a_hand_computed_value():
+    cls_logits, dist_logits = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 2.0, 0.0]])
+    teacher, y = torch.tensor([[0.1, 5.0, 0.2]]), torch.tensor([0])   # the teacher says class 1
+    ce = lambda z, k: -math.log(math.exp(z[k]) / sum(math.exp(v) for v in z))  # noqa: E731
+    expected = 0.5 * ce([1.0, 0.0, 0.0], 0) + 0.5 * ce([0.0, 2.0, 0.0], 1)
+    assert hard_distillation_loss(cls_logits, dist_logits, teacher, y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_distillation_token_gives_two_heads_in_training_and_their_average_in_eval():
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(**SMALL, prefix="cls_dist"))
+    x = torch.randn(2, 3, 16, 16)
+    cls_logits, dist_logits = model.train()(x)
+    assert cls_logits.shape == dist_logits.shape == (2, 3) and model.num_prefix_tokens == 2
+    model.eval()
+    torch.testing.assert_close(model(x), (cls_logits + dist_logits) / 2)  # no dropout here: same forward
+    assert {"prefix.cls_token", "prefix.dist_token"} <= model.no_weight_decay()
+
+
+def test_distillation_head_is_trained_by_the_distillation_term_only():
+    torch.manual_seed(0)
+    student = ViT(ViTConfig(**SMALL, prefix="cls_dist")).train()
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    cls_logits, dist_logits = student(x)
+    t = teacher(x).detach()
+    # The label term alone: no gradient reaches the distillation head; the teacher term alone: none
+    # reaches the class head.
+    nn.functional.cross_entropy(cls_logits, y).backward(retain_graph=True)
+    assert student.prefix.head_dist.weight.grad is None or not student.prefix.head_dist.weight.grad.any()
+    assert student.head.weight.grad.abs().sum() > 0
+    student.zero_grad()
+    nn.functional.cross_entropy(dist_logits, t.argmax(-1)).backward()
+    assert student.head.weight.grad is None or not student.head.weight.grad.any()
+    assert student.prefix.head_dist.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft", "none"])
+def test_teacher_gets_no_gradient_and_stays_in_eval_mode(kind):
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.LazyLinear(3))
+    teacher(torch.randn(2, 3, 16, 16))  # materialise the lazy layer
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    loss_fn = DistillationLoss(teacher, kind=kind)
+    student = ViT(ViTConfig(**SMALL, prefix="cls_dist")).train()
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    teacher.train()  # someone flips it back: the loss puts it in eval mode again before using it
+    loss = loss_fn(student(x), y, x)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    if kind != "none":
+        assert not teacher.training
+        # eval mode: the batch-norm running statistics did not move
+        assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    # The same loss is deterministic (dropout off in the teacher).
+    assert torch.isfinite(loss)
+
+
+def test_a_plain_vit_takes_both_terms_on_its_class_head():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    student = ViT(ViTConfig(**SMALL)).train()
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    out = student(x)
+    expected = hard_distillation_loss(out, out, teacher(x), y)
+    torch.testing.assert_close(DistillationLoss(teacher, "hard")(out, y, x), expected)
+
+
+def test_deit_conversion_from_timm_matches_logits():
+    timm = pytest.importorskip("timm")
+    from vitcourse.models.convert import UnsupportedReference, deit_from_timm, vit_from_timm
+    torch.manual_seed(0)
+    ref = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=7).eval()
+    with torch.no_grad():
+        for p in ref.parameters():  # random everything, so that no part can be mis-copied unnoticed
+            p.normal_(0, 0.05)
+    ours = deit_from_timm(ref)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
+    assert ours.num_prefix_tokens == 2
+    with pytest.raises(UnsupportedReference, match="deit_from_timm"):
+        vit_from_timm(ref)
+    with pytest.raises(UnsupportedReference, match="VisionTransformerDistilled"):
+        deit_from_timm(timm.create_model("vit_tiny_patch16_224", pretrained=False))
+
+
+def test_registered_deit_configs():
+    with torch.device("meta"):
+        assert sum(p.numel() for p in create_model("deit_tiny_distilled_patch16_224").parameters()) == 5_910_800
+    model = create_model("deit_fashion_patch7_28")
+    assert model.config.prefix == "cls_dist" and model.eval()(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+    with pytest.raises(ValueError, match="pool='cls'"):
+        ViTConfig(**SMALL, prefix="cls_dist", pool="mean")

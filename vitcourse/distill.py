@@ -1,0 +1,93 @@
+"""Knowledge distillation from a CNN teacher (DeiT, Touvron et al. 2021, section 4).
+
+Soft distillation (eq. 2, after Hinton et al. 2015): match the teacher's softened distribution,
+
+    L = (1 - lambda) CE(psi(Z_s), y) + lambda tau^2 KL(psi(Z_t / tau) || psi(Z_s / tau)),
+
+with psi the softmax, Z_s and Z_t the student's and teacher's logits, tau the temperature (3.0) and
+lambda the weight (0.1). Hard-label distillation (eq. 3): take the teacher's top class
+y_t = argmax_c Z_t(c) as a second label,
+
+    L = 1/2 CE(psi(Z_s), y) + 1/2 CE(psi(Z_s), y_t).
+
+With a distillation token (``ViTConfig(prefix="cls_dist")``) the class head learns from y and the
+distillation head from the teacher; without one, the class head takes both terms.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import describe_model
+from .data.loader import tensor_sha1
+
+
+def _soft_kl(student_logits, teacher_logits, tau: float):
+    """KL(softmax(teacher/tau) || softmax(student/tau)), summed over classes, averaged over the batch."""
+    return F.kl_div(F.log_softmax(student_logits.float() / tau, dim=-1),
+                    F.log_softmax(teacher_logits.float() / tau, dim=-1), reduction="batchmean", log_target=True)
+
+
+def soft_distillation_loss(student_logits, teacher_logits, targets, tau: float = 3.0, alpha: float = 0.1,
+                           dist_logits=None, label_smoothing: float = 0.0):
+    """DeiT eq. 2: (1 - alpha) CE(student, y) + alpha tau^2 KL(softmax(teacher/tau) || softmax(student/tau)),
+    averaged over the batch. ``targets``: class indices, or soft (MixUp) targets. With ``dist_logits``
+    (a distillation token's head) the KL term is on those instead of on ``student_logits``.
+    ``label_smoothing`` (none unless asked) applies to the label term."""
+    ce = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
+    kl = _soft_kl(student_logits if dist_logits is None else dist_logits, teacher_logits, tau)
+    return (1 - alpha) * ce + alpha * tau ** 2 * kl
+
+
+def hard_distillation_loss(class_logits, dist_logits, teacher_logits, targets, label_smoothing: float = 0.0):
+    """DeiT eq. 3: 1/2 CE(class head, y) + 1/2 CE(distillation head, argmax of the teacher).
+    Label smoothing (none unless asked) applies to both terms."""
+    teacher_labels = teacher_logits.argmax(dim=-1)
+    return (0.5 * F.cross_entropy(class_logits.float(), targets, label_smoothing=label_smoothing)
+            + 0.5 * F.cross_entropy(dist_logits.float(), teacher_labels, label_smoothing=label_smoothing))
+
+
+class DistillationLoss:
+    """The loss hook of ``vitcourse.train.fit`` for distillation: ``fit(..., loss_fn=DistillationLoss(teacher))``.
+
+    On every batch the teacher sees the same (augmented) images as the student, in eval mode, under
+    ``torch.no_grad()``; ``fit`` runs the hook under the precision policy's autocast. ``kind`` is
+    "hard" (eq. 3), "soft" (eq. 2) or "none" (the plain cross-entropy, for the baseline). A student
+    with a distillation token gives (class, distillation) logits in training; a plain ViT gives one
+    tensor, which then takes both terms.
+    """
+
+    def __init__(self, teacher: nn.Module, kind: str = "hard", tau: float = 3.0, alpha: float = 0.1,
+                 label_smoothing: float = 0.0):
+        """``label_smoothing`` applies to the label term (and, for "hard", to the teacher's label too,
+        as DeiT's section 4 does with epsilon = 0.1)."""
+        if kind not in ("hard", "soft", "none"):
+            raise ValueError(f"kind={kind!r}: use 'hard' (DeiT eq. 3), 'soft' (eq. 2) or 'none'")
+        self.teacher, self.kind, self.tau, self.alpha = teacher, kind, tau, alpha
+        self.label_smoothing = label_smoothing
+        teacher.eval()
+        teacher.requires_grad_(False)  # the teacher is fixed: no gradient, no optimizer state
+        # What a resumed run must match: the settings and the teacher, its weights included.
+        weights = tensor_sha1(*teacher.state_dict().values())
+        self.fingerprint = (f"DistillationLoss(kind={kind}, tau={tau}, alpha={alpha}, label_smoothing="
+                            f"{label_smoothing}, teacher={describe_model(teacher)}, weights_sha1={weights})")
+
+    @torch.no_grad()
+    def teacher_logits(self, inputs):
+        self.teacher.eval()  # even if someone called .train() on it in between
+        param = next(self.teacher.parameters())
+        if param.device != inputs.device:
+            self.teacher.to(inputs.device)
+        return self.teacher(inputs)
+
+    def __call__(self, outputs, targets, inputs):
+        class_logits, dist_logits = outputs if isinstance(outputs, (tuple, list)) else (outputs, outputs)
+        if self.kind == "none":
+            return F.cross_entropy(class_logits.float(), targets, label_smoothing=self.label_smoothing)
+        teacher = self.teacher_logits(inputs)
+        if self.kind == "hard":
+            return hard_distillation_loss(class_logits, dist_logits, teacher, targets, self.label_smoothing)
+        # Soft: the class head takes the label term, the distillation head the teacher term.
+        return soft_distillation_loss(class_logits, teacher, targets, self.tau, self.alpha, dist_logits=dist_logits,
+                                      label_smoothing=self.label_smoothing)
