@@ -130,3 +130,46 @@ def deit_from_timm(model: nn.Module) -> ViT:
     for name in ("cls_token", "dist_token", "head_dist.weight", "head_dist.bias"):
         state[f"prefix.{name}"] = state.pop(name)
     return _load(_timm_config(model, "cls_dist", 2), state)
+
+
+def swin_from_torchvision(model: nn.Module):
+    """A vitcourse ``SwinTransformer`` with the weights of torchvision's (swin_t, swin_s, swin_b; v1 only)."""
+    from torchvision.models.swin_transformer import PatchMerging, SwinTransformer as TVSwin, SwinTransformerBlock
+    from .swin import SwinConfig, SwinTransformer
+    _require(isinstance(model, TVSwin), f"expected a torchvision SwinTransformer, got {type(model).__name__}")
+    stages = [m for m in model.features if isinstance(m, nn.Sequential) and isinstance(m[0], SwinTransformerBlock)]
+    _require(all(type(m) is PatchMerging for m in model.features if "Merging" in type(m).__name__),
+             "Swin V2 (PatchMergingV2, log-spaced continuous position bias) is not supported: use swin_t/s/b")
+    embed = model.features[0][0]
+    first = stages[0][0]
+    window = first.attn.window_size[0]
+    config = SwinConfig(image_size=224, patch_size=embed.kernel_size[0], in_channels=embed.in_channels,
+                        num_classes=model.head.out_features, dim=embed.out_channels,
+                        depths=tuple(len(s) for s in stages), num_heads=tuple(s[0].attn.num_heads for s in stages),
+                        window_size=window, mlp_ratio=first.mlp[0].out_features / embed.out_channels,
+                        drop_path=0.0, norm_eps=model.norm.eps)
+    src = model.state_dict()
+    state = {"patch_embed.weight": src["features.0.0.weight"], "patch_embed.bias": src["features.0.0.bias"],
+             "patch_norm.weight": src["features.0.2.weight"], "patch_norm.bias": src["features.0.2.bias"],
+             "norm.weight": src["norm.weight"], "norm.bias": src["norm.bias"],
+             "head.weight": src["head.weight"], "head.bias": src["head.bias"]}
+    names = {"attn.qkv": "attn.attn.qkv", "attn.proj": "attn.attn.proj", "mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2",
+             "attn.relative_position_bias_table": "attn.relative_position_bias_table"}
+    feature = 1
+    for i, stage in enumerate(stages):
+        for k in range(len(stage)):
+            prefix = f"features.{feature}.{k}."
+            for key, value in src.items():
+                if key.startswith(prefix) and not key.endswith("relative_position_index"):
+                    ours = key[len(prefix):]
+                    for theirs, mine in names.items():
+                        if ours.startswith(theirs):
+                            ours = mine + ours[len(theirs):]
+                    state[f"stages.{i}.{k}.{ours}"] = value
+        if i < len(stages) - 1:
+            for part in ("norm.weight", "norm.bias", "reduction.weight"):
+                state[f"merges.{i}.{part}"] = src[f"features.{feature + 1}.{part}"]
+        feature += 2
+    ours = SwinTransformer(config)
+    ours.load_state_dict(state, strict=True)
+    return ours.eval()
