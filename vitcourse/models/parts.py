@@ -23,6 +23,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from ..nn.attention import MultiHeadAttention
+from ..nn.slvit import LocalitySelfAttention, ShiftedPatchTokenization
 
 
 class Registry:
@@ -103,10 +104,12 @@ class LinearPatchEmbedding(nn.Module):
 
 TOKENIZERS.register("patch", lambda c: PatchEmbedding(c.in_channels, c.dim, c.patch_size))
 TOKENIZERS.register("linear", lambda c: LinearPatchEmbedding(c.in_channels, c.dim, c.patch_size))
+TOKENIZERS.register("spt", lambda c: ShiftedPatchTokenization(c.in_channels, c.dim, c.patch_size))  # SL-ViT
 
 
 # ---- attention ------------------------------------------------------------------------------------------
 ATTENTIONS.register("mhsa", MultiHeadAttention)
+ATTENTIONS.register("lsa", LocalitySelfAttention)  # SL-ViT
 
 
 # ---- prefix tokens: what goes in front of the patches, and what the model outputs ----------------------

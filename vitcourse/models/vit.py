@@ -272,6 +272,14 @@ DEIT = {f"deit_{size}_distilled_patch16_224": dict(image_size=224, patch_size=16
 DEIT.update({name.replace("vit_", "deit_", 1): {**SMALL_IMAGE[name], "prefix": "cls_dist"}
              for name in ("vit_cifar_patch4_32", "vit_fashion_patch7_28", "vit_smoke_patch8_32")})
 
+# SL-ViT's ablation (Lee et al. 2021): the profile ViTs with Shifted Patch Tokenization, Locality
+# Self-Attention, or both (SL-ViT).
+SLVIT = {}
+for _base in ("vit_cifar_patch4_32", "vit_fashion_patch7_28", "vit_smoke_patch8_32"):
+    for _tag, _parts in (("spt", dict(tokenizer="spt")), ("lsa", dict(attention="lsa")),
+                         ("slvit", dict(tokenizer="spt", attention="lsa"))):
+        SLVIT[_base.replace("vit_", f"{_tag}_", 1)] = {**SMALL_IMAGE[_base], **_parts}
+
 CONFIGS: dict[str, dict] = {}  # name -> ViTConfig fields of every registered ViT
 
 
@@ -290,7 +298,7 @@ def register_vit(name: str, defaults: dict) -> None:
 for _size, _cfg in IMAGENET.items():
     for _patch in (14, 16, 32):
         register_vit(f"vit_{_size}_patch{_patch}_224", dict(image_size=224, patch_size=_patch, **_cfg))
-for _name, _cfg in {**SMALL_IMAGE, **DEIT}.items():
+for _name, _cfg in {**SMALL_IMAGE, **DEIT, **SLVIT}.items():
     register_vit(_name, _cfg)
 
 

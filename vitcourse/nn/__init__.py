@@ -4,3 +4,4 @@ from .attention import (AdditiveAttention, MultiHeadAttention, causal_mask, chec
 from .drop_path import DropPath
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
 from .transformer import MLP, DecoderLayer, EncoderLayer, Transformer
+from .slvit import LocalitySelfAttention, ShiftedPatchTokenization, receptive_field, token_receptive_field
