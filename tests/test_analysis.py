@@ -173,3 +173,12 @@ def test_shapes_with_two_prefix_tokens(two_prefix_model):
         A.cls_attention(att[-1], 1)
     m.set_image_size(24)
     assert m.pos_embed.shape == (1, 2 + 36, 16) and m(torch.randn(1, 1, 24, 24)).shape == (1, 3)
+
+
+def test_attention_entropy_of_uniform_and_one_hot_rows():
+    uniform = torch.full((2, 3, 5, 5), 0.2)
+    one_hot = torch.eye(5).expand(2, 3, 5, 5)
+    ent = A.attention_entropy([uniform, one_hot])
+    assert ent.shape == (2, 3)
+    torch.testing.assert_close(ent[0], torch.full((3,), torch.log(torch.tensor(5.0)).item()))
+    assert torch.equal(ent[1], torch.zeros(3))

@@ -80,6 +80,22 @@ def rollout_map(rollout: torch.Tensor, model) -> torch.Tensor:
     return rearrange(row, "b (gh gw) -> b gh gw", gh=_grid(row.shape[-1]))
 
 
+def attention_entropy(attentions) -> torch.Tensor:
+    """Entropy in nats of every attention row, averaged over images and query tokens: (layers, heads).
+
+    Uniform attention over T keys gives the maximum, log T; attention on one token gives 0. SL-ViT
+    (Lee et al. 2021, section 3.3) uses it to show that ViT's attention is smooth ("weak attention")
+    and that LSA sharpens it.
+    """
+    if isinstance(attentions, torch.Tensor):
+        attentions = [attentions]
+    out = []
+    for weights in attentions:
+        w = weights.float()
+        out.append(-(w * w.clamp_min(1e-12).log()).sum(-1).mean(dim=(0, 2)))
+    return torch.stack(out)
+
+
 def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
     """(N, N) Euclidean distances in pixels between the centres of the patches of a g x g grid."""
     ij = torch.stack(torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij"), -1)
