@@ -61,6 +61,13 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         "gpu": Recipe("vit_hybrid_cifar_32", epochs=100, batch_size=256, lr=1e-3, warmup_epochs=5,
                       augment=dict(crop_padding=4, flip=True, randaugment=True)),
     },
+    # Chapter 07's Swin, trained like chapter 03's ViT, with about its number of parameters.
+    "swin": {
+        "smoke": Recipe("swin_smoke_32", epochs=1, batch_size=128, lr=2e-3, warmup_epochs=0.2),
+        "cpu": Recipe("swin_fashion_28", epochs=8, batch_size=64, lr=1e-3, warmup_epochs=0.5),
+        "gpu": Recipe("swin_cifar_32", epochs=100, batch_size=256, lr=1e-3, warmup_epochs=5,
+                      augment=dict(crop_padding=4, flip=True, randaugment=True)),
+    },
     # Chapter 00's ResNet, the CNN baseline of chapter 04 and the DeiT teacher of chapter 05.
     "resnet": {
         "smoke": Recipe("resnet8", epochs=1, batch_size=128, lr=3e-3, warmup_epochs=0.2,
@@ -74,7 +81,7 @@ RECIPES: dict[str, dict[str, Recipe]] = {
 
 
 def recipe(name: str, profile_name: str | None = None) -> Recipe:
-    """The recipe ``name`` ("vit", "hybrid", "resnet") of a profile, by default the active one."""
+    """The recipe ``name`` ("vit", "hybrid", "swin", "resnet") of a profile, by default the active one."""
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
     p = profile_name or profile()
