@@ -136,10 +136,10 @@ for k, (name, color) in enumerate(tokens):
 ax.add_patch(Rectangle((0, 1.1), 6 * 1.2 - 0.2, 0.9, color="wheat"))
 ax.text(3.5, 1.55, "Transformer encoder (self-attention between all tokens)", ha="center", va="center")
 for k in range(6):
-    ax.add_patch(FancyArrowPatch((k * 1.2 + 0.5, 0.62), (k * 1.2 + 0.5, 1.08), arrowstyle="->"))
+    ax.add_patch(FancyArrowPatch((k * 1.2 + 0.5, 0.62), (k * 1.2 + 0.5, 1.08), arrowstyle="->", mutation_scale=14))
 for k, (label, color) in enumerate([("class head\nCE with the label y", "tab:blue"),
                                      ("distillation head\nCE with the teacher's y_t", "tab:red")]):
-    ax.add_patch(FancyArrowPatch((k * 1.2 + 0.5, 2.02), (k * 2.6 + 0.8, 2.55), arrowstyle="->"))
+    ax.add_patch(FancyArrowPatch((k * 1.2 + 0.5, 2.02), (k * 2.6 + 0.8, 2.55), arrowstyle="->", mutation_scale=14))
     ax.text(k * 2.6 + 0.8, 2.75, label, ha="center", color=color, fontsize=9)
 ax.set(xlim=(-0.3, 7.3), ylim=(-0.2, 3.3), title="DeiT: a class token and a distillation token (figure 2)")
 ax.axis("off")
@@ -330,7 +330,8 @@ fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(range(len(sims)), sims, marker="o", label="this run")
 ax.scatter([0, len(sims) - 1], [0.06, 0.93], color="tab:red", zorder=3, label="DeiT paper (input, output)")
 ax.set(xlabel="layer (0 = input tokens + position embedding)", ylabel="cosine similarity",
-       title="class token vs distillation token", ylim=(min(-0.1, min(sims) - 0.05), 1.05))
+       title="class token vs distillation token", ylim=(min(-0.1, min(sims) - 0.05), 1.05),
+       xticks=range(len(sims)))
 ax.legend()
 plt.show()
 print(f"cosine similarity of the two tokens: {sims[0]:.2f} at the input, {sims[-1]:.2f} after the last layer")
