@@ -262,12 +262,16 @@ plt.show()
 overfit = {m: train_acc[m] - acc[m] for m in MODELS}
 print("generalisation gap on the smallest / largest fraction: " + "; ".join(
     f"{m} {overfit[m][0]:+.3f} / {overfit[m][-1]:+.3f}" for m in MODELS))
+passes = [STEPS * BATCH / n for n in n_images]
+print(f"{STEPS} steps of {BATCH} images = {STEPS * BATCH:,} images seen per run: "
+      + ", ".join(f"{p:.1f} passes over {n:,}" for p, n in zip(passes, n_images)))
 
 # %% [markdown]
-# With little data every model fits its training images better than new ones; how much more the
-# ViT does than the ResNet (printed above) is the cost of learning locality from data. With all the
-# data and the same number of steps, no model has seen an image more than about twice, and the
-# gaps close.
+# A model that fits its training images much better than new ones has learned the images rather than
+# the classes. The printed gaps say how much of that each model does on the smallest and the largest
+# training set, and the last line how many times each run went over its data: on the smallest set
+# many times (room to memorise), on the largest less than once or about once (every image is new,
+# and the model is limited by the steps, not the data).
 #
 # ## 4. The AugReg study: augmentation and regularisation on small data
 #
@@ -337,8 +341,31 @@ print(f"Alone, {len(helped)} of {len(names) - 1} recipes lift the ViT above 'not
 # %% [markdown]
 # Each blue bar is one recipe's change of the ViT's test accuracy against training with nothing; the
 # orange bar is what everything does for the hybrid. The printed line counts the recipes that help.
-# Augmentation makes each step harder to fit (the training accuracy in the table drops), which is
-# why it pays off most in long runs; in a short run it can cost accuracy before it helps.
+# Compare the two accuracy columns of the table: augmentation makes every step harder to fit, so it
+# lowers the training accuracy, and it only pays off once the model would otherwise overfit.
+#
+# **A second measurement**: the same "nothing" and "everything" on the data-scale study's smallest
+# set, with its step budget: far more passes over far fewer images, where section 3 found the ViT
+# overfitting most. Does AugReg help there?
+
+# %%
+def augreg_long_config(model: str, name: str) -> dict:
+    return {**augreg_config(model, name), "fraction": FRACTIONS[0], "steps": STEPS}
+
+
+augreg_long = {(m, n): augreg_study.run(augreg_long_config(m, n), train_run)["metrics"]
+               for m in ("vit", "hybrid") for n in ("nothing", "everything")}
+long_passes = STEPS * BATCH / round(FRACTIONS[0] * len(train_data))
+for m in ("vit", "hybrid"):
+    a, b = augreg_long[m, "nothing"], augreg_long[m, "everything"]
+    print(f"{m:6s} on {FRACTIONS[0]:.0%} ({long_passes:.0f} passes): nothing test {a['test_acc']:.3f} (train "
+          f"{a['train_acc']:.3f}) -> everything test {b['test_acc']:.3f} (train {b['train_acc']:.3f}): "
+          f"{b['test_acc'] - a['test_acc']:+.3f}")
+long_gain = {m: augreg_long[m, "everything"]["test_acc"] - augreg_long[m, "nothing"]["test_acc"] for m in ("vit", "hybrid")}
+
+# %% [markdown]
+# The lines give, for each model, the test and training accuracy with nothing and with everything on
+# the small set with many passes; the last number is what AugReg changes there.
 #
 # ## 5. Transfer: pre-trained beats from scratch
 #
@@ -441,8 +468,39 @@ print(f"Starting from pre-trained weights changes the test accuracy by {transfer
 
 # %% [markdown]
 # The two bars are the same architecture trained for the same steps on the same labelled images; only
-# the starting weights differ. The features learned on the first classes (edges, textures, shapes of
-# garments) are what the new task is missing when it starts from random weights.
+# the starting weights differ, and the printed line gives the difference.
+#
+# **A second measurement: do the pre-trained features carry over?** Freeze the whole network and
+# train only a new linear head on the new task (a *linear probe*), once on top of the pre-trained
+# encoder and once on top of a random one. If the pre-trained features describe the new classes, the
+# probe on them is far better than on random features, whatever fine-tuning does with them.
+
+# %%
+def probe_run(config: dict) -> dict:
+    """Train only a new linear head on frozen features (pre-trained or random)."""
+    vitcourse.seed_everything(config["seed"])
+    model = new_model(config["probe"])
+    model.requires_grad_(False)
+    model.reset_head(len(task_train.classes)).head.requires_grad_(True)
+    loader = D.FixedSteps(D.DeviceLoader(task_train, BATCH, drop_last=True, seed=SEED, device=DEVICE,
+                                         **BASE_AUGMENT), config["steps"])
+    fit(model, loader, epochs=1, lr=1e-2, warmup_epochs=WARMUP, weight_decay=0.0, progress=False, device=DEVICE)
+    return {"metrics": {"test_acc": evaluate(model, D.DeviceLoader(task_test, 500, shuffle=False,
+                                                                   device=DEVICE))["acc"]}}
+
+
+probe = {}
+if pretrained is None:  # the offline variant: frozen pre-trained features against frozen random ones
+    for features in ("pre-trained", "from scratch"):
+        config = {"probe": features, "source": source, "data": DATASET, "task_images": len(task_train),
+                  "steps": FINETUNE_STEPS, "pretrain_steps": PRETRAIN_STEPS, "batch": BATCH, "seed": SEED}
+        probe[features] = transfer_study.run(config, probe_run)["metrics"]["test_acc"]
+    print(f"linear probe on frozen features: pre-trained {probe['pre-trained']:.3f}, random "
+          f"{probe['from scratch']:.3f} ({probe['pre-trained'] - probe['from scratch']:+.3f})")
+
+# %% [markdown]
+# The printed line compares a linear classifier on the frozen pre-trained features with one on frozen
+# random features: how much the pre-training taught that is useful for classes it never saw.
 #
 # ## 6. The paper's numbers next to ours
 #
@@ -520,19 +578,24 @@ claims.add("C4b", "augmentation + regularisation lift ViT on small data, and hel
            measured=(f"on {augreg[0]['train_images']:,} images: ViT nothing {vit_aug['nothing']['test_acc']:.3f} -> "
                      f"everything {vit_aug['everything']['test_acc']:.3f} ({vit_gain:+.3f}); hybrid "
                      f"{hyb_aug['nothing']['test_acc']:.3f} -> {hyb_aug['everything']['test_acc']:.3f} ({hyb_gain:+.3f}); "
-                     f"{len(helped)}/{len(names) - 1} single recipes help the ViT"),
+                     f"{len(helped)}/{len(names) - 1} single recipes help the ViT; on {FRACTIONS[0]:.0%} with "
+                     f"{STEPS} steps everything changes ViT {long_gain['vit']:+.3f}, hybrid {long_gain['hybrid']:+.3f}"),
            holds=vit_gain >= AUGREG_GAIN and hyb_gain < vit_gain)
 claims.add("C4c", "pre-trained ViT transfers far above training from scratch",
            measured=(f"{source} -> {len(task_train):,} images: fine-tuned {transfer['pre-trained']:.3f} vs "
-                     f"from scratch {transfer['from scratch']:.3f} ({transfer_gain:+.3f})"),
+                     f"from scratch {transfer['from scratch']:.3f} ({transfer_gain:+.3f})"
+                     + (f"; linear probe on frozen pre-trained vs random features {probe['pre-trained']:.3f} vs "
+                        f"{probe['from scratch']:.3f}" if probe else "")),
            holds=transfer_gain >= TRANSFER_GAIN)
 claims.show()
 
 # %% [markdown]
 # Where a claim says NO, the second measurements above say why: the generalisation gaps of section 3
 # (does the ViT overfit more than the ResNet on little data?), the training accuracies of the AugReg
-# table (did augmentation leave the short run underfitted?), and the pre-training accuracy of
-# section 5 (did pre-training learn features worth transferring?).
+# table and the AugReg runs on the smallest set with many passes (is the short run underfitted, so
+# that augmentation only slows it down?), and the pre-training accuracy and the linear probe of
+# section 5 (did pre-training learn features that describe the new classes, and does fine-tuning keep
+# them?).
 #
 # **Time.** The cpu profile trains 12 data-scale runs of 300 steps and 11 AugReg runs of 150 steps
 # (batch 128); the hybrid, with 49 tokens against the ViT's 16 plus its CNN, is the slowest of the
