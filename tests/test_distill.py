@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vitcourse.distill import DistillationLoss, hard_distillation_loss, soft_distillation_loss
+from vitcourse.data import DeviceLoader, synthetic
+from vitcourse.distill import (DistillationLoss, PrecomputedTeacher, hard_distillation_loss,
+                              soft_distillation_loss)
 from vitcourse.models import create_model
 from vitcourse.models.vit import ViT, ViTConfig
 
@@ -123,3 +125,21 @@ def test_registered_deit_configs():
     assert model.config.prefix == "cls_dist" and model.eval()(torch.randn(1, 1, 28, 28)).shape == (1, 10)
     with pytest.raises(ValueError, match="pool='cls'"):
         ViTConfig(**SMALL, prefix="cls_dist", pool="mean")
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_precomputed_teacher_gives_the_teachers_loss_and_refuses_augmented_images(kind):
+    torch.manual_seed(0)
+    data = synthetic("train", n=40, image_size=16, channels=3, num_classes=3)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    student = ViT(ViTConfig(**SMALL)).train()
+    live, cached = DistillationLoss(teacher, kind=kind), DistillationLoss(PrecomputedTeacher(teacher, data, 16), kind=kind)
+    x, y = next(iter(DeviceLoader(data, 8, seed=1)))          # shuffled, not augmented
+    out = student(x)
+    torch.testing.assert_close(cached(out, y, x), live(out, y, x))
+    assert cached.fingerprint != live.fingerprint             # a resumed run cannot mix the two
+    flipped, _ = next(iter(DeviceLoader(data, 8, seed=1, flip=True)))
+    changed = ~(flipped == x).flatten(1).all(1)
+    assert changed.any()
+    with pytest.raises(ValueError, match="augmented"):
+        cached(student(flipped), y, flipped)

@@ -15,12 +15,15 @@ distillation head from the teacher; without one, the class head takes both terms
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import describe_model
-from .data.loader import tensor_sha1
+from .data.images import ImageData
+from .data.loader import DeviceLoader, tensor_sha1
 
 
 def _soft_kl(student_logits, teacher_logits, tau: float):
@@ -76,8 +79,8 @@ class DistillationLoss:
     @torch.no_grad()
     def teacher_logits(self, inputs):
         self.teacher.eval()  # even if someone called .train() on it in between
-        param = next(self.teacher.parameters())
-        if param.device != inputs.device:
+        tensor = next(iter(self.teacher.state_dict().values()))
+        if tensor.device != inputs.device:
             self.teacher.to(inputs.device)
         return self.teacher(inputs)
 
@@ -91,3 +94,46 @@ class DistillationLoss:
         # Soft: the class head takes the label term, the distillation head the teacher term.
         return soft_distillation_loss(class_logits, teacher, targets, self.tau, self.alpha, dist_logits=dist_logits,
                                       label_smoothing=self.label_smoothing)
+
+
+class PrecomputedTeacher(nn.Module):
+    """A teacher's logits computed once for every image of a data set, then looked up by image.
+
+    ``DistillationLoss(PrecomputedTeacher(teacher, train_data))`` trains exactly like
+    ``DistillationLoss(teacher)`` without running the teacher on every batch of every epoch. This is
+    valid only when the student sees exactly the images the teacher saw: **no augmentation** (no
+    random crop, flip, RandAugment, MixUp or CutMix). An augmented image is a new image, whose
+    teacher logits were never computed; it is looked up by its content, so it raises an error
+    instead of silently getting another image's logits. DeiT itself augments heavily and runs the
+    teacher on every batch.
+    """
+
+    def __init__(self, teacher: nn.Module, data: ImageData, batch_size: int = 500, device=None):
+        super().__init__()
+        rows, logits, n = {}, [], 0
+        teacher.eval()
+        loader = DeviceLoader(data, batch_size, shuffle=False, device=device)  # the training normalisation
+        with torch.no_grad():
+            for x, _ in loader:
+                for image in x.cpu():
+                    rows.setdefault(self._key(image), n)  # an exact duplicate image keeps its first row
+                    n += 1
+                logits.append(teacher(x).float().cpu())
+        self._rows = rows
+        self.register_buffer("logits", torch.cat(logits))
+        self.description = f"PrecomputedTeacher({describe_model(teacher)}, {len(data)} images)"
+
+    @staticmethod
+    def _key(image: torch.Tensor) -> bytes:
+        return hashlib.sha1(image.contiguous().numpy().tobytes()).digest()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rows = [self._rows.get(self._key(image)) for image in images.detach().cpu()]
+        missing = sum(r is None for r in rows)
+        if missing:
+            raise ValueError(
+                f"{missing} of {len(rows)} images in this batch are not among the {len(self.logits)} images "
+                "whose teacher logits were precomputed: the batch was augmented (random crop, flip, "
+                "RandAugment, MixUp/CutMix) or comes from another data set. Precomputed logits are valid only "
+                "for un-augmented training; pass the teacher itself to DistillationLoss instead.")
+        return self.logits[torch.tensor(rows, device=self.logits.device)].to(images.device)
