@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# JupyterLab on notebooks/ (bin/lab adds --allow-root when the user is root, as in Docker or Colab).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	VENV=$(VENV) bin/lab
 
 # Unit tests, the notebook pairing check (tests/test_notebooks.py) and nbval over every notebook.
 test: $(STAMP)
