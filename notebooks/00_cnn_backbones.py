@@ -24,6 +24,12 @@
 #    equivariance**. They are the thread of this course: the Vision Transformer drops them and
 #    needs more data to make up for it (chapters 03 and 04).
 #
+# An **inductive bias** is an assumption about the data that is built into a model's architecture,
+# so that it holds before any training. A convolution assumes that nearby pixels belong together
+# (locality: each output sees only a small window) and that a pattern means the same wherever it
+# appears (the same weights at every position, hence translation equivariance). When the
+# assumptions are true, the model needs fewer examples to learn; when they are not, they get in the way.
+#
 # ## How the course works
 # Every notebook reads its run sizes through `vitcourse.budget(smoke=..., cpu=..., gpu=...)`. The
 # profile comes from `VITCOURSE_PROFILE`: `smoke` (CI: synthetic data, seconds), `cpu` (a laptop:
@@ -115,7 +121,8 @@ print(f"formula matches nn.Conv2d in all {checked} cases; e.g. 32x32, k=3, s=2, 
 # ## 3. Pooling
 # Pooling summarises each window without weights: max pooling keeps the strongest response (a
 # feature *is present* somewhere in the window), average pooling its mean. A 2x2 window with
-# stride 2 halves the resolution, which doubles the input area each later kernel sees.
+# stride 2 halves the height and the width, so each pixel of the pooled map stands for 2x2 input
+# pixels, and the input area each later kernel sees is **four** times larger.
 
 # %%
 x = torch.tensor([[1., 2., 5., 6.],
@@ -241,7 +248,9 @@ claims.add("C0-ResNet", "shortcuts keep gradient norms even across depth (56 lay
 # output channels; resolution twice: height and width). EfficientNet (Tan & Le, 2019) scales all three
 # with one coefficient phi: depth `1.2^phi`, width `1.1^phi`, resolution `1.15^phi`, chosen so that
 # `1.2 x 1.1^2 x 1.15^2 ~ 2`: each step of phi doubles the FLOPs. We count real FLOPs of our ResNet,
-# scaled each way, with `torch.utils.flop_counter`, and compare with the formula.
+# scaled each way, with `torch.utils.flop_counter`, and compare with the formula. (`FlopCounterMode`
+# counts a multiply-add as 2 FLOPs; papers, EfficientNet's "FLOPS" and ResNet's included, count
+# multiply-adds, so divide by 2 to compare with their tables.)
 
 # %%
 def gflops(model, size, channels=3):
@@ -256,7 +265,7 @@ measured = {
     "width x2 (resnet20_w2)": (gflops(create_model("resnet20_w2"), 32) / base, 4.0),
     "resolution x2 (64 px)": (gflops(create_model("resnet20"), 64) / base, 4.0),
 }
-print(f"resnet20 at 32 px: {base:.3f} GFLOPs per image")
+print(f"resnet20 at 32 px: {base:.3f} GFLOPs per image = {base / 2:.3f} G multiply-adds (the papers' unit)")
 print("| scaling | measured FLOPs ratio | formula |\n|---|---|---|")
 for name, (ratio, formula) in measured.items():
     print(f"| {name} | {ratio:.2f} | {formula:.2f} |")
@@ -266,6 +275,16 @@ print("| phi | depth | width | resolution (from 224) | FLOPs factor |\n|---|---|
 for phi in range(5):
     d, w, r = 1.2 ** phi, 1.1 ** phi, 1.15 ** phi
     print(f"| {phi} | {d:.2f} | {w:.2f} | {round(224 * r)} | {d * w * w * r * r:.2f} |")
+
+# %% [markdown]
+# The measured ratios follow `depth x width^2 x resolution^2` to within the stem and head. Why
+# scale all three together rather than one? Each direction alone saturates (EfficientNet, figure 3):
+# a deeper net learns higher-level features but gets harder to train, a wider one finer features but
+# not higher-level ones, and a higher resolution shows finer detail that a shallow, narrow net cannot
+# use. A larger image needs more layers to cover it with receptive fields and more channels to hold
+# its detail, so the three help each other: at about the same FLOPs, the balanced scaling was 0.7
+# (ResNet-50) to 1.4 (MobileNetV1) points more accurate on ImageNet than scaling one direction
+# (their table 3), and up to 2.5 points when scaling EfficientNet-B0 (their figure 8).
 
 # %% [markdown]
 # ## 8. Locality and translation equivariance, numerically
@@ -289,9 +308,12 @@ claims.add("C0-bias", "convolution is translation-equivariant, a dense layer is 
            f"equivariance error conv {err_conv:.1e} vs dense {err_dense:.2f}", holds=err_conv < 1e-5 < err_dense)
 
 # %% [markdown]
-# A ViT layer is closer to the dense layer: self-attention lets every patch look at every other from
-# the first layer, and only the position embedding, *learned*, tells it which patches are neighbours.
-# Keep this in mind for chapter 03.
+# Where does a ViT layer stand? Self-attention without position information is
+# *permutation*-equivariant: shuffle the patches and the outputs shuffle the same way, so it is also
+# equivariant to shifts by whole patches. What it lacks is **locality**: every patch looks at every
+# other from the first layer, and nothing tells it which patches are neighbours. The *learned
+# absolute* position embedding that supplies position then breaks translation equivariance: a
+# shifted patch gets another position vector. Keep this in mind for chapter 03.
 #
 # ## 9. Train the course ResNet
 # `vitcourse.models.resnet` is the CIFAR-style ResNet of He et al. (3 stages, 16/32/64 channels). It

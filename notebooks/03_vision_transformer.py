@@ -96,6 +96,8 @@ for step, t in [("image", image), ("1-2 patchify + flatten", patches), ("3 linea
                 ("4 prepend class token", tokens), ("5 add position embedding", z0)]:
     print(f"{step:26s} {tuple(t.shape)}")
 assert z0.shape == (1, 224 * 224 // P**2 + 1, D_model)
+print(f"(steps 2 and 3 end in the same width only because P^2 C = {P}*{P}*3 = {P * P * 3} happens to equal "
+      f"D = {D_model} for ViT-B/16; for ViT-L/16, D = 1024)")
 
 # %% [markdown]
 # The same on this chapter's data. Patches enter in row-major order: patch $k$ sits at row
@@ -115,7 +117,8 @@ fig.suptitle(f"{DATASET}: class '{test_data.classes[test_data.labels[0]]}'")
 # ### How long is the sequence, and how big are the models?
 #
 # $N = HW/P^2$: halving the patch quadruples the sequence, and attention costs $O(N^2)$.
-# The paper uses $P = 14, 16, 32$ and widths $D = 768, 1024, 1280$ for Base, Large and Huge.
+# The paper uses $P = 14, 16, 32$ and widths $D = 768, 1024, 1280$ for Base, Large and Huge, but it
+# trained only five of the nine combinations: B/16, B/32, L/16, L/32 and H/14 (marked * below).
 # The parameter counts below are computed from our own configurations (built on the `meta`
 # device: shapes only, no memory), and our ViT-B/16 has exactly torchvision's 86,567,656.
 
@@ -129,9 +132,13 @@ with torch.device("meta"):
             c = config_of(name)
             params = sum(p.numel() for p in create_model(name).parameters())
             rows.append((name, c.dim, c.depth, c.num_heads, c.num_patches, params))
-print(f"{'model':24s} {'D':>5s} {'layers':>6s} {'heads':>5s} {'N':>4s} {'parameters':>13s}")
+IN_THE_PAPER = {"vit_base_patch16_224", "vit_base_patch32_224", "vit_large_patch16_224", "vit_large_patch32_224",
+                "vit_huge_patch14_224"}
+print(f"{'model':26s} {'D':>5s} {'layers':>6s} {'heads':>5s} {'N':>4s} {'parameters':>13s}")
 for name, d, l, h, n, params in rows:
-    print(f"{name:24s} {d:5d} {l:6d} {h:5d} {n:4d} {params:13,d}")
+    mark = " *" if name in IN_THE_PAPER else "  "
+    print(f"{name + mark:26s} {d:5d} {l:6d} {h:5d} {n:4d} {params:13,d}")
+print("* trained in the paper; the others are the same recipe at a patch size it did not use")
 assert dict((r[0], r[5]) for r in rows)["vit_base_patch16_224"] == 86_567_656
 
 # %% [markdown]
@@ -159,9 +166,10 @@ assert torch.allclose(conv_embed(x), linear_embed(x), atol=1e-5)
 #
 # * The **class token** is one learned vector in front of the patches. It has no pixels of its own;
 #   through attention it gathers what the classifier needs, and the head reads it alone:
-#   $y = \mathrm{LN}(z_L^0)$ (eq. 4), then one linear layer (the paper's MLP head is
-#   one hidden layer with GELU during pre-training, a single linear layer at fine-tuning; we use the
-#   latter, like torchvision and timm).
+#   $y = \mathrm{LN}(z_L^0)$ (eq. 4), then one linear layer. The paper's classification head is an
+#   MLP with one hidden layer during pre-training (a *tanh* hidden layer, `pre_logits`, in the
+#   reference code) and a single linear layer at fine-tuning; we use the latter, like torchvision
+#   and timm. (The GELU of the paper is the nonlinearity of the encoder's two-layer MLP, eq. 3.)
 # * The **position embedding** is learned, one vector per position (`nn.Parameter` of shape
 #   $(N+1)\times D$). Nothing tells it the patches form a 2-D grid; section 6 looks at what it learns.
 # * The encoder is chapter 02's, with the LayerNorm moved *before* each sublayer (**pre-LN**, eq. 2-3):
@@ -173,31 +181,46 @@ assert torch.allclose(conv_embed(x), linear_embed(x), atol=1e-5)
 # $z = \mathrm{LN}(z + \mathrm{Sublayer}(z))$). Wang et al. (2019) and Xiong et al. (2020) showed why
 # the placement matters: in pre-LN the residual path from the loss to every layer is an identity, so
 # gradients reach the first layers at the same scale as the last. We measure that on a 12-layer stack
-# at initialisation: the gradient norm of each layer's weights.
+# at initialisation: the gradient norm of each layer's weights, averaged over 5 initialisations.
+# Both stacks end in a LayerNorm (post-LN by construction, pre-LN with the ViT's final norm), and the
+# loss is a random projection of the output, squared. (A loss like `z.pow(2).mean()` would not do:
+# after a LayerNorm it is the constant 1, and its "gradients" would be rounding noise.)
 
 # %%
-def layer_gradient_norms(norm_first, depth=12, dim=64, seed=0):
-    torch.manual_seed(seed)
-    layers = torch.nn.ModuleList(EncoderLayer(dim, 4, norm_first=norm_first) for _ in range(depth))
-    z = torch.randn(8, 17, dim)
-    for layer in layers:
-        z, _ = layer(z)
-    (z.pow(2).mean()).backward()
-    return [layer.attn.qkv.weight.grad.norm().item() for layer in layers]
+def layer_gradient_norms(norm_first, depth=12, dim=64, seeds=range(5)):
+    """Mean over seeds of each layer's ||dL/dW_qkv||, L = mean((LN(z_L) p)^2) for a random p."""
+    norms = torch.zeros(depth)
+    for seed in seeds:
+        torch.manual_seed(seed)
+        layers = torch.nn.ModuleList(EncoderLayer(dim, 4, norm_first=norm_first) for _ in range(depth))
+        z = torch.randn(8, 17, dim)
+        for layer in layers:
+            z, _ = layer(z)
+        if norm_first:
+            z = F.layer_norm(z, (dim,))        # the ViT's final LayerNorm
+        (z @ torch.randn(dim)).pow(2).mean().backward()
+        norms += torch.tensor([layer.attn.qkv.weight.grad.norm().item() for layer in layers]) / len(seeds)
+    return norms.tolist()
 
 
 pre, post = layer_gradient_norms(True), layer_gradient_norms(False)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(range(1, 13), pre, marker="o", label="pre-LN (ViT)")
 ax.plot(range(1, 13), post, marker="s", label="post-LN (vanilla, chapter 02)")
-ax.set(yscale="log", xlabel="layer", ylabel="gradient norm of W_qkv", title="Gradients at initialisation")
+ax.set(yscale="log", xlabel="layer", ylabel="gradient norm of W_qkv", title="Gradients at initialisation (5 seeds)")
 ax.legend()
-print(f"last/first layer gradient ratio: pre-LN {pre[-1] / pre[0]:.1f}, post-LN {post[-1] / post[0]:.1f}")
+plt.show()
+ratio = {"pre-LN": pre[-1] / pre[0], "post-LN": post[-1] / post[0]}
+print(f"last/first layer gradient ratio: pre-LN {ratio['pre-LN']:.1f}, post-LN {ratio['post-LN']:.1f}")
+flatter = min(ratio, key=ratio.get)
+print(f"In this run the {flatter} gradients are the more even across depth; the other stack's last layer "
+      f"gets {max(ratio.values()) / min(ratio.values()):.1f} times more gradient, relative to its first, than {flatter}'s.")
 
 # %% [markdown]
-# Post-LN gradients grow towards the output (the last layers get the largest updates, the first ones
-# the smallest), which is why post-LN needs a learning-rate warm-up; pre-LN gradients are more even
-# across depth.
+# Where post-LN gradients grow towards the output (the last layers get the largest updates, the first
+# ones the smallest), a large learning rate moves the last layers too far at the start: that is why
+# post-LN needs a learning-rate warm-up (Xiong et al. 2020 show the gap widens with depth). The
+# printed lines say how large the effect is for these 12 layers.
 #
 # Put together, `vitcourse.models.vit.ViT` is these pieces and nothing else (about 100 lines of
 # `vitcourse/models/vit.py`). Its `forward(x, return_attention=True)` also returns every layer's
@@ -304,8 +327,9 @@ for layer, row in enumerate(distance, 1):
 #
 # Nothing in the encoder depends on the number of tokens, only the position embedding does: it has
 # one vector per patch of the *training* grid. To run at a higher resolution with the same patch size
-# (more patches), the paper (section 3.2) resizes the learned embedding as a 2-D image, with bicubic
-# interpolation, keeping the class token's vector. Touvron et al. (2019, FixRes) showed that training
+# (more patches), the paper (section 3.2) performs a "2D interpolation of the pre-trained position
+# embeddings" as an image; timm and torchvision (and `vitcourse`) use bicubic interpolation, keeping
+# the class token's vector. Touvron et al. (2019, FixRes) showed that training
 # at a low resolution and testing or briefly fine-tuning at a higher one is cheap and accurate.
 # We upsample the test images, and compare: the original resolution; the new one with the
 # interpolated embedding and no training; and after a short fine-tuning at the new resolution.
