@@ -48,8 +48,7 @@ from vitcourse.claims import Claims
 from vitcourse.models import create_model
 from vitcourse.models.vit import LinearPatchEmbedding, PatchEmbedding, ViT, ViTConfig, config_of, patchify
 from vitcourse.nn import EncoderLayer
-from vitcourse.recipes import recipe
-from vitcourse.study import run_dir
+from vitcourse.recipes import recipe, recipe_run_dir
 from vitcourse.train import evaluate, fit
 
 DEVICE = vitcourse.device()
@@ -245,14 +244,16 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 # memory on the device (`DeviceLoader`), and augmentation, when used, is batched there too.
 
 # %%
-train_loader = D.DeviceLoader(train_data, R.batch_size, shuffle=True, drop_last=True, device=DEVICE, **R.augment)
+vitcourse.seed_everything(0)
+model = R.build(train_data)                              # ViT(cfg), sized for the data
+assert model.config == cfg
+train_loader = D.DeviceLoader(train_data, R.batch_size, shuffle=True, seed=0, device=DEVICE, **R.augment)
 test_loader = D.DeviceLoader(test_data, 500, shuffle=False, device=DEVICE)
-torch.manual_seed(0)
-model = ViT(cfg)
 init_pos_embed = model.pos_embed.detach().clone()
 # The checkpoint is written after every epoch: re-running this cell after a disconnect resumes. Its
 # folder is named from the run's settings, so changing a knob starts a new run beside the old one.
-run = run_dir("03_vit", {**R.to_dict(), "data": DATASET, "n_train": len(train_data)})
+# It is the folder `train_recipe(R, train_data, name="03_vit")` uses: chapter 06 loads this model.
+run = recipe_run_dir(R, train_data, name="03_vit")
 history = fit(model, train_loader, test_loader, epochs=R.epochs, **R.fit_args(), device=DEVICE,
               val_name="test", checkpoint=run / "checkpoint.pt")
 train_seconds = sum(e["seconds"] for e in history.epochs)  # right after a resume too

@@ -65,7 +65,7 @@ from vitcourse.claims import Claims
 from vitcourse.nn import LocalitySelfAttention, ShiftedPatchTokenization, receptive_field, token_receptive_field
 from vitcourse.nn.slvit import DIAGONALS, shift_image
 from vitcourse.models.vit import config_of
-from vitcourse.recipes import recipe
+from vitcourse.recipes import recipe, recipe_run_dir, train_recipe
 from vitcourse.study import Study
 from vitcourse.train import evaluate, fit
 
@@ -259,9 +259,21 @@ tokens_n = trained["ViT"].num_prefix_tokens + trained["ViT"].config.num_patches
 max_entropy = {v: math.log(tokens_n - 1 if "attention" in VARIANTS[v] else tokens_n) for v in VARIANTS}
 entropy = {v: analysis.attention_entropy(analysis.attention_maps(m, images)).mean(-1).cpu() / max_entropy[v]
            for v, m in trained.items()}
+# Chapter 03's ViT, trained on the whole training set, when chapter 03 has been run here (loaded, not
+# trained: its checkpoint is where train_recipe keeps it).
+full_train = D.load(DATASET, "train")
+ch03_run = recipe_run_dir(recipe("vit"), full_train, name="03_vit") / "checkpoint.pt"
+if ch03_run.exists():
+    vit03, _ = train_recipe(recipe("vit"), full_train, name="03_vit", progress=False, device=DEVICE)
+    if vit03.num_prefix_tokens + vit03.config.num_patches == tokens_n:
+        entropy["chapter 03's ViT"] = (analysis.attention_entropy(analysis.attention_maps(vit03.eval(), images))
+                                       .mean(-1).cpu() / math.log(tokens_n))
+    print(f"chapter 03's ViT ({len(full_train):,} images) loaded from {ch03_run.parent}")
+else:
+    print("chapter 03's ViT is not trained here (run notebook 03 first); this chapter's ViT stands in for it")
 fig, ax = plt.subplots(figsize=(6, 3.8))
 for v, e in entropy.items():
-    ax.plot(range(1, len(e) + 1), e, marker="o", label=v)
+    ax.plot(range(1, len(e) + 1), e, marker="o", label=v, ls=":" if v not in VARIANTS else "-")
 ax.axhline(1.0, color="gray", ls="--", label="uniform attention")
 ax.set(xlabel="layer", ylabel="attention entropy / its maximum", title="how spread out the attention is")
 ax.legend(fontsize=8)
@@ -272,7 +284,8 @@ print("mean normalised entropy over layers: " + ", ".join(f"{v} {e:.3f}" for v, 
 
 # %% [markdown]
 # The dashed line is uniform attention; the lower a curve, the more each query concentrates on a few
-# tokens. The printed line gives each variant's average over layers.
+# tokens. The printed line gives each variant's average over layers (and chapter 03's ViT, trained
+# on all the data, dotted, when it is there).
 #
 # ## 5. Where the class token looks, ViT against SL-ViT
 #

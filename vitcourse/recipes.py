@@ -90,6 +90,13 @@ def recipe(name: str, profile_name: str | None = None) -> Recipe:
     return RECIPES[name][p]
 
 
+def recipe_run_dir(r: Recipe, train, *, name: str, seed: int = 0, root="runs"):
+    """The folder where ``train_recipe(r, train, name=name, seed=seed)`` keeps its run: a notebook can
+    ask whether another chapter's model has been trained (``(folder / "checkpoint.pt").exists()``)."""
+    from .study import run_dir
+    return run_dir(name, {**r.to_dict(), "data": train.name, "train_images": len(train), "seed": seed}, root=root)
+
+
 def train_recipe(r: Recipe, train, test=None, *, name: str, seed: int = 0, root="runs", progress: bool = True,
                  device=None):
     """Train ``r``'s model on ``train`` with ``r``'s settings, checkpointed under
@@ -98,13 +105,12 @@ def train_recipe(r: Recipe, train, test=None, *, name: str, seed: int = 0, root=
     ``test_acc``. Returns (model, history)."""
     from .data import DeviceLoader
     from .runtime import seed_everything
-    from .study import run_dir
     from .train import fit
     seed_everything(seed)
     model = r.build(train)
     loader = DeviceLoader(train, r.batch_size, seed=seed, device=device, **r.augment)
     test_loader = DeviceLoader(test, 1000, shuffle=False, device=device) if test is not None else None
-    run = run_dir(name, {**r.to_dict(), "data": train.name, "train_images": len(train), "seed": seed}, root=root)
+    run = recipe_run_dir(r, train, name=name, seed=seed, root=root)
     history = fit(model, loader, test_loader, epochs=r.epochs, **r.fit_args(), val_name="test",
                   checkpoint=run / "checkpoint.pt", progress=progress, device=device)
     return model, history
