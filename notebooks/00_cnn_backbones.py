@@ -18,7 +18,8 @@
 # 1. Know how the course runs: profiles, data on the device, the trainer, claims tables.
 # 2. Compute a convolution over channels by hand; predict output sizes from kernel, stride and padding.
 # 3. Follow how pooling and depth grow the receptive field, and why VGG stacks 3x3 kernels.
-# 4. See, measured, what the ResNet shortcut F(x) + x does to gradients in a deep network.
+# 4. See vanishing gradients, batch normalisation, and what the ResNet shortcut F(x) + x changes in
+#    a deep network: gradients at initialisation and the degradation problem in training.
 # 5. Read EfficientNet's compound scaling as a cost table.
 # 6. Show numerically the two biases built into every convolution, **locality** and **translation
 #    equivariance**. They are the thread of this course: the Vision Transformer drops them and
@@ -51,18 +52,23 @@ except ImportError:
 print(vitcourse.environment_report())
 
 # %%
+import inspect
+
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 from vitcourse import budget, profile
 from vitcourse.claims import Claims
 from vitcourse.data import DeviceLoader, dataset_for_profile, load
 from vitcourse.models import create_model
+from vitcourse.models.resnet import BasicBlock
 from vitcourse.recipes import recipe, train_recipe
+from vitcourse.study import Study
 from vitcourse.train import predict
 
 vitcourse.seed_everything(0)
@@ -204,15 +210,13 @@ claims.add("C0-VGG", "two 3x3 convs = one 5x5's receptive field with 18C^2 vs 25
            f"RF {rf33} vs {rf5}; {n33:,} vs {n5:,} weights (C={C})", holds=rf33 == rf5 and n33 / n5 == 18 / 25)
 
 # %% [markdown]
-# ## 6. ResNet: F(x) + x and the gradient
-# A residual block outputs `y = ReLU(F(x) + x)`. Backpropagation through it multiplies the gradient by
-# `dy/dx = (I + dF/dx)`-ish instead of `dF/dx` alone, so the identity path carries the gradient to the
-# early layers however many blocks are stacked. In a deep *plain* stack the gradient is a product of
-# 50+ layer Jacobians, and its size drifts by orders of magnitude from layer to layer.
+# ## 6. ResNet: vanishing gradients, batch norm, and F(x) + x
 #
-# We build the 56-layer networks of He et al. (2016) with and without shortcuts (`resnet56`,
-# `plain56`, identical otherwise, batch norm included), run one batch of the profile's data through
-# each at initialisation, and measure the gradient norm of every convolution.
+# **Vanishing gradients.** Backpropagation multiplies the gradient by one layer Jacobian per layer. If
+# those factors are a little below 1 in size, the product shrinks exponentially with depth, and the
+# first layers barely learn. The sigmoid makes it worse: its slope is at most 1/4. We stack 20
+# convolutions (16 channels, PyTorch's default initialisation, no normalisation), run one batch of the
+# profile's data through them at initialisation, and measure the gradient norm of every convolution:
 
 # %%
 data_name = dataset_for_profile()
@@ -221,11 +225,75 @@ c, h, _ = train_full.shape
 probe = next(iter(DeviceLoader(train_full, 128, seed=0)))
 
 
-def grad_norms(name):
-    torch.manual_seed(0)
-    net = create_model(name, num_classes=len(train_full.classes), in_channels=c).to(probe[0].device)
+def plain_conv_stack(depth, act, channels=16):
+    """depth 3x3 convolutions with `act` after each, then global average pooling and a linear head."""
+    layers, ch = [], c
+    for _ in range(depth):
+        layers += [nn.Conv2d(ch, channels, 3, padding=1), act()]
+        ch = channels
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, len(train_full.classes)))
+
+
+def conv_grad_norms(net):
+    """Gradient norm of each convolution's weight after one cross-entropy backward pass on `probe`."""
+    net = net.to(probe[0].device)
     F.cross_entropy(net(probe[0]), probe[1]).backward()
     return [p.grad.norm().item() for n, p in net.named_parameters() if p.ndim == 4 and "shortcut" not in n]
+
+
+torch.manual_seed(0)
+no_norm = {name: conv_grad_norms(plain_conv_stack(20, act)) for name, act in (("sigmoid", nn.Sigmoid), ("ReLU", nn.ReLU))}
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, g in no_norm.items():
+    ax.plot(range(1, len(g) + 1), g, marker="o", ms=3, label=f"{name}, no normalisation")
+ax.set(yscale="log", xlabel="convolution layer (1 = next to the input)", ylabel="gradient norm",
+       title="Gradients at initialisation, 20 plain layers")
+ax.legend()
+plt.show()
+for name, g in no_norm.items():
+    print(f"{name:8s} last layer {g[-1]:.1e}, first layer {g[0]:.1e}: the first gets {g[0] / g[-1]:.1e} times the last's")
+
+# %% [markdown]
+# Read the printed ratios: a ratio far below 1 is a gradient that *vanishes* on its way to the input.
+#
+# **Batch normalisation** (Ioffe & Szegedy 2015) rescales each channel over the batch and the
+# positions to mean 0 and variance 1, then lets the network choose its own scale and shift:
+# $\hat x = (x - \mu_B)/\sqrt{\sigma_B^2 + \epsilon}$, $y = \gamma \hat x + \beta$. In two lines,
+# against `nn.BatchNorm2d` in training mode:
+
+# %%
+x = torch.randn(8, 4, 5, 5) * 3 + 1
+bn = nn.BatchNorm2d(4).train()
+mu, var = x.mean(dim=(0, 2, 3), keepdim=True), x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+y = bn.weight[None, :, None, None] * (x - mu) / torch.sqrt(var + bn.eps) + bn.bias[None, :, None, None]
+assert torch.allclose(y, bn(x), atol=1e-5)
+print("batch norm by hand = nn.BatchNorm2d; per-channel mean and std after it:",
+      y.mean(dim=(0, 2, 3)).abs().max().item() < 1e-5, y.std(dim=(0, 2, 3), unbiased=False).round(decimals=3).tolist())
+
+# %% [markdown]
+# Every activation then has a fixed scale whatever the depth, so the forward signal neither dies nor
+# blows up. **The residual block** (He et al. 2016) adds a shortcut around two such layers,
+# `y = ReLU(F(x) + x)` with `F = conv-BN-ReLU-conv-BN`. This is `vitcourse.models.resnet.BasicBlock`:
+
+# %%
+print(inspect.getsource(BasicBlock.forward))
+block = BasicBlock(16, 16).eval()
+x = torch.randn(2, 16, 8, 8)
+with torch.no_grad():
+    assert torch.allclose(block(x), torch.relu(block.f(x) + x))        # F(x) + x, then ReLU
+    plain_block = BasicBlock(16, 16, residual=False).eval()
+    assert torch.allclose(plain_block(x), torch.relu(plain_block.f(x)))  # the "plain" net: no shortcut
+
+# %% [markdown]
+# Backpropagation through it multiplies the gradient by $I + \partial F/\partial x$ instead of
+# $\partial F/\partial x$ alone: the identity carries the gradient past every block. We build the
+# 56-layer networks of He et al. with and without shortcuts (`resnet56`, `plain56`, identical
+# otherwise, batch norm included) and measure the same gradient norms at initialisation:
+
+# %%
+def grad_norms(name):
+    torch.manual_seed(0)
+    return conv_grad_norms(create_model(name, num_classes=len(train_full.classes), in_channels=c))
 
 
 norms = {name: grad_norms(name) for name in ("plain56", "resnet56")}
@@ -233,16 +301,75 @@ spread = {name: max(g) / min(g) for name, g in norms.items()}
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for name, g in norms.items():
     ax.plot(range(1, len(g) + 1), g, label=f"{name} (max/min = {spread[name]:.0f})")
-ax.set(yscale="log", xlabel="convolution layer (input -> output)", ylabel="gradient norm",
-       title="Gradient norm per layer at initialisation, 56 layers")
+ax.set(yscale="log", xlabel="convolution layer (1 = next to the input)", ylabel="gradient norm",
+       title="Gradient norm per layer at initialisation, 56 layers with batch norm")
 ax.legend()
 plt.show()
-print({k: f"{v:.1f}" for k, v in spread.items()})
-claims.add("C0-ResNet", "shortcuts keep gradient norms even across depth (56 layers)",
-           f"max/min gradient norm over layers: plain {spread['plain56']:.0f}, residual {spread['resnet56']:.0f}",
-           holds=spread["resnet56"] * 10 < spread["plain56"])
+for name, g in norms.items():
+    direction = "grows" if g[0] > g[-1] else "shrinks"
+    print(f"{name:9s} first layer {g[0]:.2g}, last layer {g[-1]:.2g}: the gradient {direction} "
+          f"{max(g[0], g[-1]) / min(g[0], g[-1]):.0f}-fold towards the input; max/min over layers {spread[name]:.0f}")
 
 # %% [markdown]
+# With batch norm the plain net's gradient does not vanish; read the direction from the printed
+# lines: in a deep plain stack with batch norm it typically *explodes* towards the input (each
+# normalisation divides by a standard deviation, and the backward pass multiplies by its inverse; Yang
+# et al. 2019). The shortcuts narrow the spread but do not make it flat. What breaks a deep plain net
+# is not one number at initialisation but **training**: He et al.'s *degradation problem*. A 56-layer
+# plain net has a *higher training error* than a 20-layer one (their figure 1), although it could
+# copy the 20 layers and set the rest to the identity. With shortcuts the identity is the default,
+# and the deeper net trains at least as well. We train all four nets for the same few steps and
+# compare their training loss:
+
+# %%
+DEGRADATION_STEPS = budget(smoke=4, cpu=150, gpu=600)
+DEGRADATION_BATCH = 32
+
+
+def train_losses(name):
+    """Training loss of every step of `name`, trained from scratch with Adam (lr 1e-3) on the profile's data."""
+    torch.manual_seed(0)
+    net = create_model(name, num_classes=len(train_full.classes), in_channels=c).to(probe[0].device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for step, (x, y) in enumerate(DeviceLoader(train_full, DEGRADATION_BATCH, seed=0, drop_last=True)):
+        if step == DEGRADATION_STEPS:
+            break
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+study = Study("00_degradation")
+config = {"data": data_name, "steps": DEGRADATION_STEPS, "batch": DEGRADATION_BATCH, "optimizer": "adam 1e-3"}
+curves = {name: study.run({**config, "model": name},
+                          lambda cfg: {"metrics": {"losses": train_losses(cfg["model"])}})["metrics"]["losses"]
+          for name in tqdm(("plain20", "plain56", "resnet20", "resnet56"), desc="degradation")}
+tail = max(1, DEGRADATION_STEPS // 4)                             # the last quarter of the steps
+final = {name: sum(v[-tail:]) / tail for name, v in curves.items()}
+fig, ax = plt.subplots(figsize=(7, 3.8))
+for name, v in curves.items():
+    smooth = torch.tensor(v).unfold(0, min(10, len(v)), 1).mean(1) if len(v) >= 2 else torch.tensor(v)
+    ax.plot(smooth, label=f"{name} (last quarter {final[name]:.2f})", ls="-" if "res" in name else "--")
+ax.set(xlabel="step", ylabel="training loss (running mean of 10)", title="The degradation problem: depth without shortcuts")
+ax.legend()
+plt.show()
+print(f"20 -> 56 layers, training loss over the last quarter: plain {final['plain20']:.3f} -> {final['plain56']:.3f}, "
+      f"residual {final['resnet20']:.3f} -> {final['resnet56']:.3f}")
+claims.add("C0-ResNet", "without shortcuts the deeper net trains worse (degradation); with them it does not",
+           f"training loss after {DEGRADATION_STEPS} steps, 20 -> 56 layers: plain {final['plain20']:.3f} -> "
+           f"{final['plain56']:.3f}, residual {final['resnet20']:.3f} -> {final['resnet56']:.3f}",
+           holds=(final["plain56"] > 1.1 * final["plain20"]
+                  and final["resnet56"] - final["resnet20"] < 0.5 * (final["plain56"] - final["plain20"])))
+
+# %% [markdown]
+# Dashed lines are the plain nets, solid ones the residual nets. The claim's rule, fixed before the
+# run from He et al.'s figures 1 and 6: adding 36 layers raises the plain net's training loss by more
+# than 10%, and raises the residual net's by less than half as much (or lowers it).
+#
 # ## 7. EfficientNet: scale depth, width and resolution together
 # The cost of a conv net grows as `depth x width^2 x resolution^2` (width enters twice: input and
 # output channels; resolution twice: height and width). EfficientNet (Tan & Le, 2019) scales all three
