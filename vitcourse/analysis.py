@@ -240,15 +240,19 @@ def plot_attention_distance(distance: torch.Tensor, patch_size: int | None = Non
     return fig
 
 
-def overlay(ax, image: torch.Tensor, heatmap: torch.Tensor, mean=None, std=None, alpha: float = 0.55):
+def overlay(ax, image: torch.Tensor, heatmap: torch.Tensor, mean=None, std=None, alpha: float = 0.55,
+            vmin=None, vmax=None):
     """Draw ``image`` with a (g, g) ``heatmap`` on top, one flat square per patch (no smoothing that
-    would invent detail the grid does not have), in a perceptual colour map (magma: dark = little)."""
+    would invent detail the grid does not have), in a perceptual colour map (magma: dark = little).
+    Give several panels the same ``vmin``/``vmax`` to compare them; returns the heatmap's image (for a
+    colour bar)."""
     img = to_display(image, mean, std)
     h, w = img.shape[:2]
     _imshow(ax, img)
-    ax.imshow(heatmap.float().cpu().numpy(), cmap="magma", alpha=alpha, interpolation="nearest",
-              extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    shown = ax.imshow(heatmap.float().cpu().numpy(), cmap="magma", alpha=alpha, interpolation="nearest",
+                      extent=(-0.5, w - 0.5, h - 0.5, -0.5), vmin=vmin, vmax=vmax)
     ax.set_xticks([]), ax.set_yticks([])
+    return shown
 
 
 def plot_attention_heads(image: torch.Tensor, maps: torch.Tensor, mean=None, std=None,
