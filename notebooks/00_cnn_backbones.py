@@ -17,7 +17,8 @@
 # **Learning goals**
 # 1. Know how the course runs: profiles, data on the device, the trainer, claims tables.
 # 2. Compute a convolution over channels by hand; predict output sizes from kernel, stride and padding.
-# 3. Follow how pooling and depth grow the receptive field, and why VGG stacks 3x3 kernels.
+# 3. Follow how pooling and depth grow the receptive field; see what AlexNet brought (ReLU, dropout, a
+#    fully connected head) and why VGG stacks 3x3 kernels.
 # 4. See vanishing gradients, batch normalisation, and what the ResNet shortcut F(x) + x changes in
 #    a deep network: gradients at initialisation and the degradation problem in training.
 # 5. Read EfficientNet's compound scaling as a cost table.
@@ -58,6 +59,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 from einops import rearrange
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
@@ -191,7 +193,66 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# ## 5. VGG: two 3x3 convolutions see as much as one 5x5, with fewer weights
+# ## 5. AlexNet: ReLU, dropout, and a fully connected head
+# AlexNet (Krizhevsky et al. 2012) stacked five convolutions and three fully connected layers and won
+# ImageNet by a wide margin. Three of its choices are still everywhere.
+#
+# **ReLU instead of sigmoid.** Backpropagation multiplies the gradient by the activation's slope at
+# every layer. The sigmoid's slope is at most 1/4, so 8 layers can shrink a gradient by up to
+# $(1/4)^8$; ReLU's slope is exactly 1 wherever the unit is active.
+
+# %%
+z = torch.linspace(-6, 6, 241, requires_grad=True)
+slopes = {}
+for name, act in (("sigmoid", torch.sigmoid), ("ReLU", torch.relu)):
+    (g,) = torch.autograd.grad(act(z).sum(), z)
+    slopes[name] = g
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for name, g in slopes.items():
+    ax.plot(z.detach(), g, label=f"{name}' (largest {g.max():.2f})")
+ax.set(xlabel="pre-activation z", ylabel="slope d act / dz", title="Activation slopes: what backpropagation multiplies by")
+ax.legend()
+plt.show()
+print(f"largest gradient factor through 8 layers: sigmoid {slopes['sigmoid'].max().item() ** 8:.1e}, "
+      f"ReLU {slopes['ReLU'].max().item() ** 8:.0f} (for the units that are active)")
+
+# %% [markdown]
+# The sigmoid's slope peaks at 0.25 and is nearly 0 for large |z|; ReLU's is 0 or 1. Section 7
+# measures the consequence in a 20-layer stack.
+#
+# **Dropout** (Srivastava et al. 2014; AlexNet's fully connected layers) zeroes each unit with
+# probability $p$ during training and scales the survivors by $1/(1-p)$, so the expected output is
+# unchanged; at evaluation it does nothing. This is why a model has a training mode and an
+# evaluation mode (`model.train()`, `model.eval()`):
+
+# %%
+drop = nn.Dropout(p=0.5)
+x = torch.ones(10_000)
+train_out, eval_out = drop.train()(x), drop.eval()(x)
+zeroed = (train_out == 0).float().mean().item()
+assert torch.equal(eval_out, x) and set(train_out.unique().tolist()) <= {0.0, 2.0}
+print(f"train mode: {zeroed:.1%} of the units zeroed, the others x2, mean {train_out.mean():.3f}; "
+      f"eval mode: unchanged, mean {eval_out.mean():.3f}")
+
+# %% [markdown]
+# **Flatten, then fully connected layers.** AlexNet's last feature map (256 channels of 6x6) is
+# flattened into one vector of 9,216 numbers and passed through layers of 4,096, 4,096 and 1,000
+# units. Counted on torchvision's AlexNet (random weights, nothing downloaded):
+
+# %%
+alexnet = torchvision.models.alexnet(weights=None)
+n_total = sum(p.numel() for p in alexnet.parameters())
+n_head = sum(p.numel() for p in alexnet.classifier.parameters())
+print(alexnet.classifier)
+print(f"AlexNet: {n_total:,} parameters, {n_head:,} ({n_head / n_total:.0%}) of them in the fully connected head")
+assert n_head == (256 * 6 * 6 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
+
+# %% [markdown]
+# Most of AlexNet's parameters sit in the head, and the flatten ties them to one input size and to
+# absolute positions. The ResNets below replace the head by a global average over positions and
+# one linear layer, which works at any resolution.
+#
+# ## 6. VGG: two 3x3 convolutions see as much as one 5x5, with fewer weights
 # With `C` channels in and out, one 5x5 layer has `25 C^2` weights; two 3x3 layers have `2 * 9 C^2 =
 # 18 C^2`, the same 5x5 receptive field, and one more non-linearity. Counted from real modules:
 
@@ -210,7 +271,7 @@ claims.add("C0-VGG", "two 3x3 convs = one 5x5's receptive field with 18C^2 vs 25
            f"RF {rf33} vs {rf5}; {n33:,} vs {n5:,} weights (C={C})", holds=rf33 == rf5 and n33 / n5 == 18 / 25)
 
 # %% [markdown]
-# ## 6. ResNet: vanishing gradients, batch norm, and F(x) + x
+# ## 7. ResNet: vanishing gradients, batch norm, and F(x) + x
 #
 # **Vanishing gradients.** Backpropagation multiplies the gradient by one layer Jacobian per layer. If
 # those factors are a little below 1 in size, the product shrinks exponentially with depth, and the
@@ -370,7 +431,7 @@ claims.add("C0-ResNet", "without shortcuts the deeper net trains worse (degradat
 # run from He et al.'s figures 1 and 6: adding 36 layers raises the plain net's training loss by more
 # than 10%, and raises the residual net's by less than half as much (or lowers it).
 #
-# ## 7. EfficientNet: scale depth, width and resolution together
+# ## 8. EfficientNet: scale depth, width and resolution together
 # The cost of a conv net grows as `depth x width^2 x resolution^2` (width enters twice: input and
 # output channels; resolution twice: height and width). EfficientNet (Tan & Le, 2019) scales all three
 # with one coefficient phi: depth `1.2^phi`, width `1.1^phi`, resolution `1.15^phi`, chosen so that
@@ -414,20 +475,34 @@ for phi in range(5):
 # (their table 3), and up to 2.5 points when scaling EfficientNet-B0 (their figure 8).
 
 # %% [markdown]
-# ## 8. Locality and translation equivariance, numerically
-# *Locality*: an output pixel of a k x k convolution depends only on the k x k pixels under it
-# (section 4 measured that through the gradient). *Translation equivariance*: shifting the input
+# ## 9. Locality and translation equivariance, numerically
+# *Locality*: an output pixel of a k x k convolution depends only on the k x k pixels under it. We
+# measure it the way section 4 did, through the gradient: which input pixels change one output
+# pixel, for a 3x3 convolution and for a fully connected layer over the same 16x16 image. *Translation equivariance*: shifting the input
 # shifts the output, `conv(shift(x)) = shift(conv(x))`. With circular padding this is exact; with zero
 # padding it holds away from the borders. A fully connected layer over the same pixels has neither.
 
 # %%
 torch.manual_seed(0)
 x = torch.randn(1, 1, 16, 16)
-shift = lambda t: torch.roll(t, shifts=(3, 5), dims=(2, 3))  # noqa: E731
 conv_c = nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular")
-err_conv = (conv_c(shift(x)) - shift(conv_c(x))).abs().max().item()
 dense = nn.Linear(16 * 16, 4 * 16 * 16)
 as_map = lambda t: dense(t.flatten(1)).view(1, 4, 16, 16)  # noqa: E731
+
+
+def gradient_support(f):
+    """How many input pixels the output pixel (channel 0, row 8, column 8) depends on (non-zero gradient)."""
+    xg = x.clone().requires_grad_(True)
+    f(xg)[0, 0, 8, 8].backward()
+    return int((xg.grad != 0).sum())
+
+
+support = {"3x3 convolution": gradient_support(conv_c), "fully connected": gradient_support(as_map)}
+assert support == {"3x3 convolution": 9, "fully connected": 256}
+print("input pixels one output pixel depends on: " + ", ".join(f"{k} {v}" for k, v in support.items()))
+
+shift = lambda t: torch.roll(t, shifts=(3, 5), dims=(2, 3))  # noqa: E731
+err_conv = (conv_c(shift(x)) - shift(conv_c(x))).abs().max().item()
 err_dense = (as_map(shift(x)) - shift(as_map(x))).abs().max().item()
 assert err_conv < 1e-5 and err_dense > 0.1
 print(f"max |f(shift x) - shift f(x)|: convolution {err_conv:.1e}, fully connected {err_dense:.2f}")
@@ -442,7 +517,7 @@ claims.add("C0-bias", "convolution is translation-equivariant, a dense layer is 
 # absolute* position embedding that supplies position then breaks translation equivariance: a
 # shifted patch gets another position vector. Keep this in mind for chapter 03.
 #
-# ## 9. Train the course ResNet
+# ## 10. Train the course ResNet
 # `vitcourse.models.resnet` is the CIFAR-style ResNet of He et al. (3 stages, 16/32/64 channels). It
 # is the CNN baseline of chapter 04 and the DeiT teacher of chapter 05. We train it on the profile's
 # data with random crops and flips, batched on the device, with the profile's recipe from
@@ -498,9 +573,9 @@ claims.show();
 #    ViT-B/16 patch, and how many with a 2x2 pooling after every layer.
 # 2. Count the weights of a 7x7 convolution against three stacked 3x3 ones with C channels. What
 #    receptive field does each have?
-# 3. Repeat the gradient-norm plot of section 6 for `plain20` and `resnet20`. Does the gap between
+# 3. Repeat the gradient-norm plot of section 7 for `plain20` and `resnet20`. Does the gap between
 #    plain and residual grow with depth?
-# 4. Break translation equivariance: use `stride=2` in section 8. Which shifts still commute with the
+# 4. Break translation equivariance: use `stride=2` in section 9. Which shifts still commute with the
 #    convolution, and why?
-# 5. Train `plain20` and `resnet20` for the same number of epochs. Which reaches the lower training
-#    loss? (He et al. 2016, figure 6, call the difference the *degradation problem*.)
+# 5. Train `plain110` and `resnet110` (or the deepest pair your machine allows) as in section 7. Does
+#    the plain net's training loss keep rising with depth while the residual one's does not?

@@ -90,7 +90,7 @@ def _builder(blocks: int, width: int = 1, residual: bool = True):
     return build
 
 
-for _blocks in (1, 3, 5, 9):
+for _blocks in (1, 3, 5, 9, 18):                 # resnet8, 20, 32, 56, 110 (He et al. table 6)
     register_model(f"resnet{6 * _blocks + 2}", _builder(_blocks))
     register_model(f"plain{6 * _blocks + 2}", _builder(_blocks, residual=False))
 register_model("resnet8_w2", _builder(1, width=2))
