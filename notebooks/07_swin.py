@@ -64,7 +64,7 @@ from vitcourse import data as D
 from vitcourse.checkpoint import load_checkpoint, save_checkpoint
 from vitcourse.claims import Claims
 from vitcourse.models import create_model
-from vitcourse.models.swin import (WindowAttention, relative_position_index, shift_attention_mask, shift_regions,
+from vitcourse.models.swin import (PatchMerging, WindowAttention, relative_position_index, shift_attention_mask, shift_regions,
                                    window_partition, window_reverse)
 from vitcourse.nn import MultiHeadAttention
 from vitcourse.recipes import recipe
@@ -117,7 +117,39 @@ del swin_t
 
 # %% [markdown]
 # Like a CNN's pyramid (chapter 00): 56x56 → 28x28 → 14x14 → 7x7 positions, 96 → 768 channels. Each
-# stage works on $M\times M = 7\times 7$ windows: 64 windows in stage 1, one window in stage 4.
+# stage works on $M\times M = 7\times 7$ windows: 64 windows in stage 1, one window in stage 4 (where
+# the window is the whole map, so there is nothing to shift). A pyramid of feature maps at several
+# resolutions is what detection and segmentation heads need for objects of many sizes, which a plain
+# ViT (one resolution throughout) does not give.
+#
+# **Patch merging** halves the resolution: each 2x2 neighbourhood of tokens is concatenated ($4C$
+# values), normalised and projected to $2C$, like a strided convolution that doubles the channels.
+# From scratch, against the package's `PatchMerging`:
+
+# %%
+merge = PatchMerging(8)
+zm = torch.randn(2, 4, 4, 8)                                                     # (B, H, W, C)
+neighbours = [zm[:, 0::2, 0::2], zm[:, 1::2, 0::2], zm[:, 0::2, 1::2], zm[:, 1::2, 1::2]]  # torchvision's order
+merged = merge.reduction(merge.norm(torch.cat(neighbours, dim=-1)))            # (B, H/2, W/2, 4C) -> 2C
+assert torch.allclose(merged, merge(zm), atol=1e-6)
+print("patch merging:", tuple(zm.shape), "-> concatenate 2x2:", tuple(torch.cat(neighbours, -1).shape),
+      "-> LayerNorm, linear:", tuple(merged.shape))
+
+# %% [markdown]
+# The course's small Swin for this profile (`recipe("swin")`), stage by stage: its feature map, its
+# windows, and which blocks shift.
+
+# %%
+swin_small = recipe("swin").build(train_data)
+cfg_s = swin_small.config
+side = cfg_s.image_size // cfg_s.patch_size
+for i, blocks in enumerate(swin_small.stages):
+    shifts = [b.attn.shift_size if cfg_s.window_size < side else 0 for b in blocks]
+    print(f"stage {i + 1}: {side}x{side} tokens of width {cfg_s.dim * 2 ** i}, {cfg_s.num_heads[i]} heads, "
+          f"{(side // cfg_s.window_size) ** 2} window(s) of {cfg_s.window_size}x{cfg_s.window_size}, "
+          f"blocks {' '.join('SW-MSA' if sh else 'W-MSA' for sh in shifts)}")
+    side //= 2
+print(f"patch {cfg_s.patch_size}: a stage-1 window covers {cfg_s.window_size * cfg_s.patch_size} pixels across")
 #
 # ## 2. Windows and window attention (W-MSA)
 #
@@ -126,12 +158,15 @@ del swin_t
 
 # %%
 img = test_data.images[0]
-m_draw = 7 if H == 28 else 8
+p_draw, m_draw = cfg_s.patch_size, cfg_s.window_size                    # the course Swin's stage 1
 fig, ax = plt.subplots(figsize=(3.8, 3.8))
 ax.imshow(analysis.to_display(img), cmap="gray" if C == 1 else None)
-for k in range(0, H + 1, m_draw):
-    ax.axhline(k - 0.5, color="tab:red", lw=2), ax.axvline(k - 0.5, color="tab:red", lw=2)
-ax.set(title=f"{m_draw}x{m_draw} windows on a {H}x{W} image", xticks=[], yticks=[])
+for k in range(0, H + 1, p_draw):
+    ax.axhline(k - 0.5, color="tab:blue", lw=0.4), ax.axvline(k - 0.5, color="tab:blue", lw=0.4)
+for k in range(0, H + 1, m_draw * p_draw):
+    ax.axhline(k - 0.5, color="tab:red", lw=2.5), ax.axvline(k - 0.5, color="tab:red", lw=2.5)
+ax.set(title=f"stage 1: {m_draw}x{m_draw}-token windows (red)\nof {p_draw}x{p_draw}-pixel patches (blue)",
+       xticks=[], yticks=[])
 plt.show()
 
 torch.manual_seed(0)
@@ -148,7 +183,8 @@ with torch.no_grad():
 assert torch.equal(window_reverse(window_partition(feature, m), m, 8, 8), feature)
 
 # %% [markdown]
-# Each red square is one window: tokens inside it attend to each other and to nothing outside. A
+# Each red square is one window, each thin blue square one token (a patch): tokens inside a window
+# attend to each other and to nothing outside. A
 # token on a window's border never sees its neighbour across the line, which is what the shift fixes.
 #
 # ## 3. The shifted windows: a cyclic shift and its mask
@@ -185,14 +221,20 @@ axes[2].set(title="3. attention mask per window (white: may attend)", xlabel="ke
             ylabel="query token in the window")
 for k in range(0, 2 * m * m + 1, m * m):
     axes[2].axhline(k - 0.5, color="tab:red", lw=2), axes[2].axvline(k - 0.5, color="tab:red", lw=2)
+ticks = list(range(0, 2 * m * m, 4))
+axes[2].set_xticks(ticks, [t % (m * m) for t in ticks]), axes[2].set_yticks(ticks, [t % (m * m) for t in ticks])
 fig.tight_layout()
 plt.show()
 allowed = mask.float().mean(dim=(1, 2))
 print("share of query-key pairs allowed in each of the 4 windows:", [f"{a:.2f}" for a in allowed.tolist()])
+naive = (math.ceil((hh - s) / m) + 1) ** 2          # a grid moved by s: cut pieces at both borders
+print(f"a naively shifted grid would cut this map into {naive} windows of unequal sizes; the cyclic shift keeps "
+      f"{(hh // m) ** 2} windows of {m}x{m}, so SW-MSA costs exactly what W-MSA costs")
 
 # %% [markdown]
 # Panel 2: after the roll, the top-left window holds one region (all allowed), the top-right and
-# bottom-left windows two regions each, and the bottom-right window four: tokens 0, 6, 48 and 54
+# bottom-left windows two regions each, and the bottom-right window four (the paper's figure 4 calls
+# these pieces A, B and C). The regions come from cutting each axis at $H - M$ and $H - s$: tokens 0, 6, 48 and 54
 # come from the four corners of the image. Panel 3 is each window's $16\times 16$ mask (the four
 # red-bordered blocks, in the same order as the windows): white where the query and key are in the
 # same region. The printed line gives the share of allowed pairs per window (1, 1/2, 1/2, 1/4). The
@@ -215,13 +257,19 @@ assert torch.allclose(allowed, torch.tensor([1.0, 0.5, 0.5, 0.25]))   # the shar
 # $M = 3$ (9 tokens, 25 offsets):
 
 # %%
-index = relative_position_index(3)
+mw = 3
+yx = torch.stack(torch.meshgrid(torch.arange(mw), torch.arange(mw), indexing="ij")).flatten(1)   # (2, M*M): (y, x)
+dy, dx = yx[0][:, None] - yx[0][None, :], yx[1][:, None] - yx[1][None, :]                     # offsets, -(M-1)..M-1
+index = (dy + mw - 1) * (2 * mw - 1) + (dx + mw - 1)            # row of the (2M-1)^2 table
+assert torch.equal(index, relative_position_index(mw))
 print(index.numpy())
 assert index[0, 0] == index[4, 4] == 12          # offset (0, 0) is the middle row of the 25
 assert index[0, 4] == index[4, 8]                  # the same offset (-1, -1) reads the same row
 
 # %% [markdown]
-# Row $i$ is a query token, column $j$ a key; equal numbers are equal offsets. The diagonal (offset
+# Shift each offset into $0..2M-2$ and read the pair as a two-digit number in base $2M-1$: row
+# $(dy + M - 1)(2M - 1) + (dx + M - 1)$ of the table. Row $i$ of the printed matrix is a query token,
+# column $j$ a key; equal numbers are equal offsets. The diagonal (offset
 # 0) is 12, the centre of the 5x5 table of offsets. Since the bias depends only on the offset, the
 # same table serves every window, which is what "translation-invariant inside a window" means.
 #
@@ -240,11 +288,14 @@ def formula(n, c, m):
 
 
 def median_time(fn, repeats=5):
+    sync = torch.cuda.synchronize if DEVICE.type == "cuda" else (lambda: None)   # GPU calls return early
     fn()                                                           # warm-up
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
@@ -289,7 +340,7 @@ print(f"at {n_tok[-1]:,} tokens W-MSA takes {t_wmsa[-1] / t_msa[-1]:.1%} of MSA'
 # (launching the operations, partitioning windows), which dominates small calls and flattens the
 # slope, and kernels that run faster on larger matrices, which also flattens it. We measure both: the
 # multiply-adds per second each layer achieved (formula / time), and the same timing again with
-# COST_BATCH_2 images of width COST_DIM_2 per call, eight times the work at every size.
+# COST_BATCH_2 maps of width COST_DIM_2 per call, many times the work at every size (printed below).
 
 # %%
 def timed_slopes(batch, dim):
@@ -320,14 +371,22 @@ slopes_2 = {"MSA time": slope(big[:, 0]), "W-MSA time": slope(big[:, 1])}
 print(f"multiply-adds per second from the smallest to the largest size: MSA {throughput['MSA'][0] / 1e9:.2f} -> "
       f"{throughput['MSA'][-1] / 1e9:.2f} G/s, W-MSA {throughput['W-MSA'][0] / 1e9:.2f} -> "
       f"{throughput['W-MSA'][-1] / 1e9:.2f} G/s")
-print(f"with {COST_BATCH_2} maps of width {COST_DIM_2}: fitted time slopes MSA {slopes_2['MSA time']:.2f}, "
+print(f"with {COST_BATCH_2} maps of width {COST_DIM_2} ({f2[-1, 0] / f_msa[-1]:.0f}x the multiply-adds of MSA, "
+      f"{f2[-1, 1] / f_wmsa[-1]:.0f}x of W-MSA at the largest size): fitted time slopes MSA {slopes_2['MSA time']:.2f}, "
       f"W-MSA {slopes_2['W-MSA time']:.2f} (formulas {slope(f2[:, 0]):.2f} / {slope(f2[:, 1]):.2f})")
+print(f"against C7a's rule (MSA >= {MSA_SLOPE}, W-MSA <= {WMSA_SLOPE}): first measurement "
+      f"{'met' if slopes['MSA time'] >= MSA_SLOPE and slopes['W-MSA time'] <= WMSA_SLOPE else 'not met'}, "
+      f"larger calls {'met' if slopes_2['MSA time'] >= MSA_SLOPE and slopes_2['W-MSA time'] <= WMSA_SLOPE else 'not met'}")
 
 # %% [markdown]
 # Solid lines are the first measurement, dashed ones the larger calls. Where a line rises, the
 # machine got faster per multiply-add as the size grew, and the time grew more slowly than the
-# count; a low, flat start is the fixed overhead of small calls. The printed slopes of the larger
-# calls say how much of the gap to the formulas' slopes was the size of the calls.
+# count; a low, flat start is the fixed overhead of small calls (at the smallest size both layers see
+# a single window, and W-MSA still pays for partitioning and the bias table, so it can be the slower).
+# The printed slopes of the larger calls say how much of the gap to the formulas' slopes was the size
+# of the calls, and the last line whether the claim's rule, fixed before the run for the first
+# measurement, would also hold on the second. A slope below 1 for W-MSA is not "better than linear":
+# it is overhead that has not yet been amortised.
 
 # %% [markdown]
 # On log-log axes a power law $t \propto n^k$ is a straight line of slope $k$: 2 for a cost quadratic in
@@ -337,8 +396,11 @@ print(f"with {COST_BATCH_2} maps of width {COST_DIM_2}: fitted time slopes MSA {
 # ## 6. Swin against a ViT of the same size, on small data
 #
 # The course's Swin for this profile has about the parameters of chapter 03's ViT (`recipe("swin")`,
-# `recipe("vit")`). Both are trained with the same recipe settings on the same small stratified
-# subset, for the same number of steps and the same batches.
+# `recipe("vit")`). Both are trained on the same small stratified subset, for the same number of
+# steps and the same batches of BATCH images, with the same learning rate, weight decay and label
+# smoothing (all tuned for the ViT in chapter 03). Two differences remain: the Swin's config has
+# stochastic depth 0.1, the ViT's none; and the Swin cuts 2x2-pixel patches (196 tokens in stage 1)
+# where the ViT cuts 7x7 (16 tokens), so equal steps are not equal compute.
 
 # %%
 study = Study("07_swin_vs_vit")
@@ -405,7 +467,8 @@ elif swin_behind_on_train:
 else:
     print(f"The Swin fits the training images as well ({fit_gap['swin'][0]:.4f} vs {fit_gap['vit'][0]:.4f}): "
           "its lower test accuracy is a generalisation gap.")
-#
+
+# %% [markdown]
 # ## 7. Attention inside a window
 #
 # Where does a token look inside its window, in the trained Swin? For one test image: the first
@@ -421,24 +484,35 @@ if "swin" in trained:                                              # always, now
     a = attentions[0]                                             # (nW, heads, M*M, M*M), image 0
     mw = swin.stages[0][0].attn.window_size
     query = (mw // 2) * mw + mw // 2
-    fig, axes = plt.subplots(1, a.shape[1] + 1, figsize=(3 * (a.shape[1] + 1), 3))
-    axes[0].imshow(analysis.to_display(x[0].cpu(), test_data.mean, test_data.std), cmap="gray" if C == 1 else None)
-    axes[0].set(title="input", xticks=[], yticks=[])
+    n_side = swin.config.image_size // swin.config.patch_size // mw  # windows per row
     window = a.shape[0] // 2
+    wy, wx = divmod(window, n_side)
+    px = mw * swin.config.patch_size                              # a window's width in pixels
+    fig, axes = plt.subplots(1, a.shape[1] + 1, figsize=(3 * (a.shape[1] + 1) + 1, 3))
+    axes[0].imshow(analysis.to_display(x[0].cpu(), test_data.mean, test_data.std), cmap="gray" if C == 1 else None)
+    axes[0].add_patch(plt.Rectangle((wx * px - 0.5, wy * px - 0.5), px, px, fill=False, color="tab:red", lw=2))
+    axes[0].set(title=f"input, window {window} in red", xticks=[], yticks=[])
+    vmax = a[window, :, query].max().item()
     for h in range(a.shape[1]):
-        axes[h + 1].imshow(a[window, h, query].view(mw, mw).cpu(), cmap="magma")
+        shown = axes[h + 1].imshow(a[window, h, query].view(mw, mw).cpu(), cmap="magma", vmin=0, vmax=vmax)
         axes[h + 1].scatter([mw // 2], [mw // 2], marker="x", color="cyan")
         axes[h + 1].set(title=f"head {h + 1}", xticks=[], yticks=[])
+    fig.colorbar(shown, ax=axes[1:].tolist(), label="attention weight")
     fig.suptitle(f"stage 1, block 1: where the centre token (x) of window {window} looks")
     plt.show()
+    peak_at = [divmod(int(a[window, h, query].argmax()), mw) for h in range(a.shape[1])]
+    print("each head's largest weight at (row, column) offset from the query: "
+          + ", ".join(f"head {h + 1} ({r - mw // 2:+d}, {c - mw // 2:+d})" for h, (r, c) in enumerate(peak_at)))
     print("largest weight per head:", [f"{v:.2f}" for v in a[window, :, query].amax(-1).tolist()],
           f"(uniform: {1 / mw ** 2:.3f})")
 else:
     print("the Swin run was read from disk; re-train it (delete its record) to draw its attention")
 
 # %% [markdown]
-# Each map is one head's attention from the centre token (x) over its $M\times M$ window: all a token
-# can see in one block. The printed line compares each head's largest weight with uniform attention.
+# Each map is one head's attention from the centre token (x) over its $M\times M$ window (the red
+# square on the input), on one colour scale: all a token can see in one block. The printed lines say
+# where each head looks most, relative to the query, and how its largest weight compares with
+# uniform attention: heads that peak next to the query have learned to look locally.
 #
 # ## 8. Claims
 #
@@ -466,7 +540,8 @@ claims.show()
 # machine achieved at each size and the slopes with larger calls (section 5: a measured time is a
 # cost only where the throughput is constant); for C7b, the training accuracies of section 6
 # (under-trained or over-fitted?), the training times (the Swin costs more per step) and the
-# attention maps of section 7. The claims keep the measurement fixed before the run.
+# stochastic depth only the Swin has, and the different patch sizes (section 6). The claims keep the
+# measurement fixed before the run.
 #
 # ## Exercises
 #
