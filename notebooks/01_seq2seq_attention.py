@@ -137,7 +137,8 @@ assert torch.allclose(alpha_pkg[0], alpha, atol=1e-6) and torch.allclose(c_pkg[0
 # ### The worked example of the lecture (seed 003)
 #
 # The slides use the simplest score, a dot product (Luong et al. 2015): the decoder state
-# $g^5 = (0.2, 0.9, 0.0)$ is the *query* $q$, the five encoder states are both *keys* $K$ and
+# $g^5 = (0.2, 0.9, 0.0)$ is the *query* $q$ (in the notation above, the $s_{i-1}$ of the step that
+# is about to write the next word: the state the decoder is in *before* emitting it), the five encoder states are both *keys* $K$ and
 # *values* $V$, and $c = \mathrm{softmax}(qK^\top)V$. No $1/\sqrt{d}$ scaling here (chapter 02
 # explains why the Transformer adds it), so the package call uses `scale=1.0`.
 
@@ -175,6 +176,35 @@ _, w = attn(torch.randn(3, d_s), torch.randn(3, 5, d_h), mask=mask)
 print(w.detach().numpy().round(3))
 assert (w[1, 3:] == 0).all() and (w[2, 1:] == 0).all()
 assert torch.allclose(w.sum(-1), torch.ones(3))
+
+# %% [markdown]
+# ### The decoder's loop
+#
+# One decoder step uses the three equations above and a GRU: attend with the previous state
+# $s_{i-1}$, then update the state from the previous word and the context,
+# $s_i = \mathrm{GRU}([y_{i-1}; c_i], s_{i-1})$, and predict word $i$ from $[s_i; c_i]$. During
+# training the previous word is the true one (*teacher forcing*). The whole decoder is this loop;
+# written out with the package's layers, and checked against the package's model:
+
+# %%
+def decode_by_hand(model, src, src_lengths, tgt_in):
+    annotations, summary = model.encoder(src, src_lengths)        # h_j (B, S, 2H); [forward last; backward first]
+    dec, mask = model.decoder, padding_mask(src_lengths, src.shape[1])
+    state = torch.tanh(dec.init_state(summary))                   # s_0
+    logits = []
+    for i in range(tgt_in.shape[1]):
+        context, _ = dec.attention(state, annotations, mask=mask)  # alpha_i from s_{i-1}, c_i = sum alpha_ij h_j
+        state = dec.cell(torch.cat([dec.embed(tgt_in[:, i]), context], -1), state)  # s_i = GRU([y_{i-1}; c_i], s_{i-1})
+        logits.append(dec.out(torch.cat([state, context], -1)))    # scores of word i from [s_i; c_i]
+    return torch.stack(logits, dim=1)                             # (B, T, vocab)
+
+
+demo = create_model("seq2seq_attention", vocab_size=task.vocab_size, hidden=16).eval()
+(src_d, len_d, tgt_d), _ = next(iter(test_loader))
+with torch.no_grad():
+    assert torch.allclose(decode_by_hand(demo, src_d.cpu(), len_d.cpu(), tgt_d.cpu()),
+                          demo(src_d.cpu(), len_d.cpu(), tgt_d.cpu()), atol=1e-5)
+print(f"the loop above = vitcourse's Seq2Seq with attention, on a batch of {src_d.shape[0]} sentences")
 
 # %% [markdown]
 # ## 4. Training both models on the same task
@@ -236,6 +266,54 @@ for name, r in results.items():
     print(f"{name:18s}", " ".join(f"{a:.2f}" for a in accuracy_by_bin(r)))
 
 # %% [markdown]
+# The lines are exact-match rates per length bin: where the fixed-context curve falls, its single
+# vector no longer carries the sentence. Why does learning fail there? Every source word reaches the
+# loss of the fixed-context model only through the recurrences, step by step; with attention it also
+# has a direct path, through its annotation and $\alpha_{ij}$. We measure the gradient of the loss
+# with respect to each source word's embedding, on the longest test sentences, in both models **at
+# initialisation** (where learning has to start, and where both losses are alike, so the gradients
+# are comparable):
+
+# %%
+def embedding_gradient_norms(model, length):
+    """Mean ||dL/d embedding(x_j)|| per source position j over the test sentences of `length` words."""
+    store, norms = {}, []
+    handle = model.encoder.embed.register_forward_hook(lambda mod, inp, out: store.update(emb=out) or out.retain_grad())
+    for (src, src_lengths, tgt_in), tgt_out in test_loader:
+        keep = src_lengths == length + 1                                     # + <eos>
+        if keep.any():
+            model.zero_grad()
+            logits = model(src[keep], src_lengths[keep], tgt_in[keep])
+            torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt_out[keep], ignore_index=-100).backward()
+            norms.append(store["emb"].grad[:, :length].norm(dim=-1).cpu())
+    handle.remove()
+    return torch.cat(norms).mean(0)
+
+
+grad_len = max(len(src_) for src_, _ in test_pairs) - 1                    # the longest test length (without <eos>)
+emb_grads = {}
+for name in results:
+    torch.manual_seed(0)
+    fresh = create_model(name, vocab_size=task.vocab_size, hidden=HIDDEN).to(DEVICE)
+    emb_grads[name] = embedding_gradient_norms(fresh, grad_len)
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, g in emb_grads.items():
+    ax.plot(range(1, grad_len + 1), g, marker="o", ms=3, label=name)
+ax.set(yscale="log", xlabel="source position j", ylabel="mean gradient norm at the word's embedding",
+       title=f"How much each source word hears from the loss (sentences of {grad_len} words)")
+ax.legend()
+plt.show()
+for name, g in emb_grads.items():
+    lo, hi = int(g.argmin()), int(g.argmax())
+    print(f"{name:18s} weakest at word {lo + 1} ({g[lo]:.1e}), strongest at word {hi + 1} ({g[hi]:.1e}): "
+          f"{g[hi] / g[lo]:.0f}x apart; middle word {g[grad_len // 2]:.1e}")
+
+# %% [markdown]
+# Read the printed lines: in the fixed-context model a word far from both ends of the sentence (the
+# two ends are where the bidirectional encoder's final states are read) reaches the loss only through
+# a long chain of recurrent steps, and the spread between the best- and worst-heard words says how
+# much that chain weakens the signal; with attention every word is one step from the output.
+#
 # ## 6. What the attention model looks at: alignment heatmaps
 #
 # Row $i$ of a heatmap is $\alpha_{i\cdot}$, the weights of output word $i$ over the source words.
