@@ -436,9 +436,10 @@ print(f"The mean difference ({mean_diff:+.4f}) is {verdict}.")
 # The dots are single runs, the black bars their means. Read the printed lines together. When the
 # students see the training images as they are, the true label is right for every image they see,
 # and the places where the teacher's label differs from it are the teacher's own **mistakes**. Hard
-# distillation gives half of the loss to the teacher's label, so it teaches those mistakes at full
-# strength; soft distillation keeps 90% of the weight on the true label ($\lambda = 0.1$) and passes
-# the teacher's opinion only as a softened distribution. On such data hard distillation has nothing
+# distillation gives half of the loss to the teacher's label, so half of the training signal on
+# those images teaches the mistake; soft distillation keeps 90% of the weight on the true label
+# ($\lambda = 0.1$; the $\tau^2$ only restores the soft term's gradient scale) and passes the
+# teacher's opinion only as a softened distribution. On such data hard distillation has nothing
 # to gain over soft and a little to lose, which is the direction the paired differences should show.
 # DeiT's gap needs what this run lacks: heavy augmentation (random crops that cut the object away,
 # MixUp, CutMix), under which the true label is often wrong for the image the student sees and the
