@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from vitcourse import budget, profile
 from vitcourse import data as D
 from vitcourse.checkpoint import load_checkpoint, save_checkpoint
-from vitcourse.claims import Claims
+from vitcourse.claims import Claims, t_critical
 from vitcourse.distill import DistillationLoss, PrecomputedTeacher, hard_distillation_loss, soft_distillation_loss
 from vitcourse.recipes import recipe, train_recipe
 from vitcourse.study import Study
@@ -445,8 +445,7 @@ print(f"hard - soft per seed: {', '.join(f'{d:+.4f}' for d in diffs)}; mean {mea
 print(f"seed-to-seed spread of one student's accuracy: up to {spread:.4f}")
 print(f"the teacher's label differs from the true label on {relabelled:.1%} of the training images "
       f"({'augmented as the students see them' if r.augment else 'not augmented: the students see them as they are'})")
-# Two-sided 95% critical values of Student's t for n - 1 degrees of freedom: few seeds, wide margins.
-t_crit = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}.get(len(diffs) - 1, 2.0)
+t_crit = t_critical(len(diffs) - 1) if len(diffs) > 1 else float("inf")   # Student's t, 95%: few seeds, wide margin
 better = "hard" if mean_diff > 0 else "soft"
 same_sign = all((d > 0) == (mean_diff > 0) for d in diffs)
 if abs(mean_diff) >= t_crit * diff_se:

@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 from vitcourse import analysis, budget, profile
 from vitcourse import data as D
 from vitcourse.checkpoint import load_checkpoint, save_checkpoint
-from vitcourse.claims import Claims
+from vitcourse.claims import Claims, t_critical
 from vitcourse.nn import LocalitySelfAttention, ShiftedPatchTokenization, receptive_field, token_receptive_field
 from vitcourse.nn.slvit import DIAGONALS, shift_image
 from vitcourse.models.vit import config_of
@@ -280,8 +280,9 @@ trained = {v: load_variant(v) for v in VARIANTS}               # seed 0's models
 tokens_n = trained["ViT"].num_prefix_tokens + trained["ViT"].config.num_patches
 max_entropy = {v: math.log(tokens_n - 1 if "attention" in VARIANTS[v] else tokens_n) for v in VARIANTS}
 # Per layer, averaged over the test images and over the models of every seed.
-per_seed = {v: torch.stack([analysis.attention_entropy(analysis.attention_maps(load_variant(v, seed), images))
-                            .mean(-1).cpu() / max_entropy[v] for seed in SEEDS]) for v in VARIANTS}   # (seeds, layers)
+per_seed = {v: torch.stack([analysis.attention_entropy(analysis.attention_maps(
+                  trained[v] if seed == SEEDS[0] else load_variant(v, seed), images)).mean(-1).cpu() / max_entropy[v]
+                  for seed in SEEDS]) for v in VARIANTS}                                             # (seeds, layers)
 entropy = {v: e.mean(0) for v, e in per_seed.items()}
 # Chapter 03's ViT, trained on the whole training set, when chapter 03 has been run here (loaded, not
 # trained: its checkpoint is where train_recipe keeps it).
@@ -421,13 +422,11 @@ claims.show()
 # next to what the attention measurements of sections 4 and 6 say LSA did.
 
 # %%
-# Two-sided 95% critical values of Student's t: with few seeds the noise estimate is itself noisy.
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
 if len(SEEDS) > 1:
     seed_sd = np.sqrt(np.mean([np.var([results[v, s]["test_acc"] for s in SEEDS], ddof=1) for v in VARIANTS]))
     noise = np.sqrt(2) * seed_sd / np.sqrt(len(SEEDS))          # standard error of a difference of two means
     dof = len(VARIANTS) * (len(SEEDS) - 1)
-    t_crit = T95.get(dof, 1.96)
+    t_crit = t_critical(dof)                                  # Student's t, 95%: few seeds, wide margin
     pairs = [(v, "ViT") for v in list(VARIANTS)[1:]] + [("SL-ViT", "+SPT"), ("SL-ViT", "+LSA")]
     for a, b in pairs:
         d = acc[a] - acc[b]

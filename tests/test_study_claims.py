@@ -91,3 +91,11 @@ def test_run_dir_is_per_config_and_profile(tmp_path, monkeypatch):
     assert a == run_dir("03_vit", {"epochs": 8, "lr": 1e-3}, root=tmp_path)  # key order does not matter
     assert a != run_dir("03_vit", {"lr": 2e-3, "epochs": 8}, root=tmp_path)
     assert a.parent == tmp_path / "03_vit" / "cpu" and "lr=0.001" in a.name
+
+
+def test_t_critical_values():
+    from vitcourse.claims import t_critical
+    assert t_critical(2) == pytest.approx(4.303) and t_critical(4) == pytest.approx(2.776)
+    assert t_critical(11) == t_critical(10) > t_critical(12) > t_critical(100) == 1.96   # stricter between entries
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        t_critical(0)

@@ -19,6 +19,23 @@ from ._io import atomic_write_json, atomic_write_text
 from .runtime import profile
 
 
+# Two-sided 95% critical values of Student's t by degrees of freedom: with a handful of seeds the
+# noise estimate is itself noisy, and "two standard errors" would overclaim.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_critical(dof: int) -> float:
+    """How many standard errors a difference must reach to be real at 95% (two-sided), estimated
+    from ``dof`` degrees of freedom (n - 1 for n paired runs). Between tabulated values the next
+    smaller ``dof`` is used (a slightly stricter bar); beyond 30, the normal 1.96."""
+    if dof < 1:
+        raise ValueError(f"dof={dof}: a noise estimate needs at least 2 runs (1 degree of freedom)")
+    if dof > 30:
+        return 1.96
+    return _T95[max(k for k in _T95 if k <= dof)]
+
+
 @dataclass
 class Claim:
     id: str
