@@ -198,8 +198,8 @@ plt.show()
 # ImageNet by a wide margin. Three of its choices are still everywhere.
 #
 # **ReLU instead of sigmoid.** Backpropagation multiplies the gradient by the activation's slope at
-# every layer. The sigmoid's slope is at most 1/4, so 8 layers can shrink a gradient by up to
-# $(1/4)^8$; ReLU's slope is exactly 1 wherever the unit is active.
+# every layer. The sigmoid's slope is at most 1/4, so through 8 layers the activations multiply a
+# gradient by at most $(1/4)^8 \approx 1.5\cdot 10^{-5}$; ReLU's slope is exactly 1 wherever the unit is active.
 
 # %%
 z = torch.linspace(-6, 6, 241, requires_grad=True)
@@ -316,6 +316,10 @@ for name, g in no_norm.items():
 
 # %% [markdown]
 # Read the printed ratios: a ratio far below 1 is a gradient that *vanishes* on its way to the input.
+# ReLU vanishes here too although its slope is 1: PyTorch's default initialisation gives each
+# convolution's weights a variance of about $1/(3\,\text{fan-in})$, so every layer shrinks the signal;
+# He initialisation ($2/\text{fan-in}$, `nn.init.kaiming_normal_`, what `vitcourse`'s ResNet uses)
+# is chosen to keep it constant through ReLUs.
 #
 # **Batch normalisation** (Ioffe & Szegedy 2015) rescales each channel over the batch and the
 # positions to mean 0 and variance 1, then lets the network choose its own scale and shift:
@@ -372,7 +376,8 @@ for name, g in norms.items():
           f"{max(g[0], g[-1]) / min(g[0], g[-1]):.0f}-fold towards the input; max/min over layers {spread[name]:.0f}")
 
 # %% [markdown]
-# With batch norm the plain net's gradient does not vanish; read the direction from the printed
+# The jumps near layers 20 and 38 are the stage boundaries, where the resolution halves and the
+# width doubles. With batch norm the plain net's gradient does not vanish; read the direction from the printed
 # lines: in a deep plain stack with batch norm it typically *explodes* towards the input (each
 # normalisation divides by a standard deviation, and the backward pass multiplies by its inverse; Yang
 # et al. 2019). The shortcuts narrow the spread but do not make it flat. What breaks a deep plain net
@@ -400,8 +405,8 @@ def train_losses(name):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    return losses
+        losses.append(loss.detach())                 # kept on the device: no sync per step
+    return torch.stack(losses).tolist()
 
 
 study = Study("00_degradation")
@@ -429,7 +434,10 @@ claims.add("C0-ResNet", "without shortcuts the deeper net trains worse (degradat
 # %% [markdown]
 # Dashed lines are the plain nets, solid ones the residual nets. The claim's rule, fixed before the
 # run from He et al.'s figures 1 and 6: adding 36 layers raises the plain net's training loss by more
-# than 10%, and raises the residual net's by less than half as much (or lowers it).
+# than 10%, and raises the residual net's by less than half as much (or lowers it). Note the scale:
+# DEGRADATION_STEPS steps of 32 images are a small part of one epoch and one seed, so this shows
+# the deep plain net *learning more slowly from the start*; He et al.'s degradation is the higher
+# training error that remains after full training.
 #
 # ## 8. EfficientNet: scale depth, width and resolution together
 # The cost of a conv net grows as `depth x width^2 x resolution^2` (width enters twice: input and
@@ -506,19 +514,20 @@ err_conv = (conv_c(shift(x)) - shift(conv_c(x))).abs().max().item()
 err_dense = (as_map(shift(x)) - shift(as_map(x))).abs().max().item()
 assert err_conv < 1e-5 and err_dense > 0.1
 print(f"max |f(shift x) - shift f(x)|: convolution {err_conv:.1e}, fully connected {err_dense:.2f}")
-claims.add("C0-bias", "convolution is translation-equivariant, a dense layer is not",
+claims.add("C0-bias", "convolution (circular padding) is translation-equivariant, a dense layer is not",
            f"equivariance error conv {err_conv:.1e} vs dense {err_dense:.2f}", holds=err_conv < 1e-5 < err_dense)
 
 # %% [markdown]
 # Where does a ViT layer stand? Self-attention without position information is
 # *permutation*-equivariant: shuffle the patches and the outputs shuffle the same way, so it is also
-# equivariant to shifts by whole patches. What it lacks is **locality**: every patch looks at every
+# equivariant to cyclic shifts by whole patches. What it lacks is **locality**: every patch looks at every
 # other from the first layer, and nothing tells it which patches are neighbours. The *learned
 # absolute* position embedding that supplies position then breaks translation equivariance: a
 # shifted patch gets another position vector. Keep this in mind for chapter 03.
 #
 # ## 10. Train the course ResNet
-# `vitcourse.models.resnet` is the CIFAR-style ResNet of He et al. (3 stages, 16/32/64 channels). It
+# `vitcourse.models.resnet` is the CIFAR-style ResNet of He et al. (3 stages, 16/32/64 channels; the
+# profile picks the depth: resnet8, 6*1+2 layers, in the cpu profile, resnet20 in the gpu one). It
 # is the CNN baseline of chapter 04 and the DeiT teacher of chapter 05. We train it on the profile's
 # data with random crops and flips, batched on the device, with the profile's recipe from
 # `vitcourse.recipes` (the same settings the benchmarks time).

@@ -427,13 +427,10 @@ compare = {}
 for name in tqdm(("vit", "swin"), desc="models"):
     config = {"model": name, "recipe": recipe(name).to_dict(), "data": DATASET, "n_train": len(train_data),
               "steps": STEPS, "batch": BATCH, "seed": SEED}
-    weights = study.path(config).with_suffix(".pt")
-    if not weights.exists():                      # a record without its weights is trained again
-        study.path(config).unlink(missing_ok=True)
     compare[name] = study.run(config, train_model)["metrics"]
     if name not in trained:                       # finished before: load its weights
         trained[name] = recipe(name).build(train_data)
-        load_checkpoint(weights, model=trained[name], restore_rng=False)
+        load_checkpoint(study.path(config).with_suffix(".pt"), model=trained[name], restore_rng=False)
         trained[name].to(DEVICE)
 for name, m in compare.items():
     print(f"{recipe(name).model:22s} {m['params']:9,d} parameters  test accuracy {m['test_acc']:.4f}  "

@@ -16,6 +16,7 @@ distillation head from the teacher; without one, the class head takes both terms
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import torch
 import torch.nn as nn
@@ -79,7 +80,7 @@ class DistillationLoss:
     @torch.no_grad()
     def teacher_logits(self, inputs):
         self.teacher.eval()  # even if someone called .train() on it in between
-        tensor = next(iter(self.teacher.state_dict().values()))
+        tensor = next(itertools.chain(self.teacher.parameters(), self.teacher.buffers()))  # its weights or its logits
         if tensor.device != inputs.device:
             self.teacher.to(inputs.device)
         return self.teacher(inputs)
