@@ -61,10 +61,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from einops import rearrange
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from vitcourse import budget, profile
+from vitcourse import analysis, budget, profile
 from vitcourse.claims import Claims
 from vitcourse.data import DeviceLoader, dataset_for_profile, load
 from vitcourse.models import create_model
@@ -191,6 +190,8 @@ ax.set(xlabel="number of blocks", ylabel="receptive field (pixels)", yscale="log
        title="Receptive field against depth (formula, checked by gradients)")
 ax.legend()
 plt.show()
+print(f"After {depths[-1]} blocks one output sees {rf_plain[-1]} pixels across with stride-1 convolutions "
+      f"and {rf_pooled[-1]} with a 2x2 pooling in every block: pooling is what lets a CNN see the whole image.")
 
 # %% [markdown]
 # ## 5. AlexNet: ReLU, dropout, and a fully connected head
@@ -450,9 +451,8 @@ claims.add("C0-ResNet", "without shortcuts the deeper net trains worse (degradat
 
 # %%
 def gflops(model, size, channels=3):
-    with FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, channels, size, size))
-    return counter.get_total_flops() / 1e9
+    # analysis.forward_flops runs one image through the model under torch.utils.flop_counter.FlopCounterMode
+    return analysis.forward_flops(model, (channels, size, size)) / 1e9
 
 
 base = gflops(create_model("resnet20"), 32)
@@ -548,8 +548,8 @@ history.plot(f"{model_name} on {data_name}")
 plt.show()
 
 # %% [markdown]
-# The confusion matrix shows which classes are mixed up: on Fashion-MNIST, shirts, T-shirts,
-# pullovers and coats, which differ in details rather than outline.
+# The confusion matrix shows which classes are mixed up (row: the true class, column: the
+# prediction); the line under it names the pairs confused most often in this run.
 
 # %%
 pred, target = predict(model, test_loader)
@@ -564,6 +564,11 @@ ax.set_yticks(range(k), test.classes)
 ax.set(xlabel="predicted class", ylabel="true class", title=f"{model_name} confusion matrix (test accuracy {test_acc:.1%})")
 fig.colorbar(im, ax=ax, label="fraction of the true class")
 plt.show()
+off = confusion.clone().fill_diagonal_(0)
+pairs = sorted(((off[i, j] + off[j, i]).item(), i, j) for i in range(k) for j in range(i + 1, k))[::-1][:3]
+print("most confused pairs (both directions, test images): "
+      + "; ".join(f"{test.classes[i]} / {test.classes[j]}: {n}" for n, i, j in pairs)
+      + f"; the best-recognised class is {test.classes[int(confusion.diag().argmax())]}.")
 
 target_acc = budget(smoke=0.0, cpu=0.90, gpu=0.90)
 claims.add("C0-train", f"the course ResNet reaches >= {target_acc:.0%} test accuracy on {data_name}",

@@ -17,7 +17,7 @@
 # 1. See why one context vector is a bottleneck, and measure it: accuracy against input length.
 # 2. Compute Bahdanau attention by hand: energies $e_{ij} = a(s_{i-1}, h_j)$, weights
 #    $\alpha_{ij} = \mathrm{softmax}_j(e_{ij})$, context $c_i = \sum_j \alpha_{ij} h_j$.
-# 3. Reproduce the worked example of the lecture slides (seed 003) to three decimals.
+# 3. Reproduce the worked example of the lecture slides (source 003) to three decimals.
 # 4. Mask padded positions, and read an alignment heatmap.
 #
 # Claim to reproduce (**C1**): *with attention, accuracy on the longest sequences stays high
@@ -44,7 +44,7 @@ from vitcourse import budget
 from vitcourse.claims import Claims
 from vitcourse.data import SequenceLoader, make_task
 from vitcourse.models import create_model
-from vitcourse.models.seq2seq import exact_match_by_length
+from vitcourse.models.seq2seq import exact_match_by_bin, exact_match_by_length, length_bins
 from vitcourse.nn import AdditiveAttention, dot_product_attention, padding_mask
 from vitcourse.train import fit
 
@@ -97,7 +97,7 @@ print("tgt_out[0]", tgt_out[0, max(0, end - 4):end + 3].tolist(),
 # Bits are not the limit: `2 * HIDDEN` floats can hold far more than 173 bits. The limit is
 # learning: the encoder must learn to pack every word into $c$ and the decoder to unpack them in
 # reverse, with gradients that pass through every step of both recurrences and shrink on the way
-# (the vanishing gradients of seed 000). Section 5 measures at what length this breaks down.
+# (the vanishing gradients of source 000). Section 5 measures at what length this breaks down.
 #
 # ## 3. Bahdanau attention, step by step
 #
@@ -134,7 +134,7 @@ c_pkg, alpha_pkg = attn(s_prev[None], h[None])
 assert torch.allclose(alpha_pkg[0], alpha, atol=1e-6) and torch.allclose(c_pkg[0], context, atol=1e-6)
 
 # %% [markdown]
-# ### The worked example of the lecture (seed 003)
+# ### The worked example of the lecture (source 003)
 #
 # The slides use the simplest score, a dot product (Luong et al. 2015): the decoder state
 # $g^5 = (0.2, 0.9, 0.0)$ is the *query* $q$ (in the notation above, the $s_{i-1}$ of the step that
@@ -254,13 +254,11 @@ print("test accuracy fell by more than 5 points at: " + (", ".join(f"epoch {ep} 
 # The test set is split into length bins; in each we count the sentences reversed exactly.
 
 # %%
-edges = list(range(0, MAX_LEN + 5, 5 if MAX_LEN > 20 else 3))
-bins = [(max(lo + 1, task.min_len), hi) for lo, hi in zip(edges[:-1], edges[1:]) if task.min_len <= hi and lo < MAX_LEN]
+bins = length_bins(task.min_len, MAX_LEN)          # (3, 7), (8, 12), ... for lengths 3-40
 
 
 def accuracy_by_bin(r):
-    return [r["correct"][(r["lengths"] >= lo) & (r["lengths"] <= hi)].float().mean().item()
-            if ((r["lengths"] >= lo) & (r["lengths"] <= hi)).any() else float("nan") for lo, hi in bins]
+    return exact_match_by_bin(r["lengths"], r["correct"], bins)
 
 
 fig, ax = plt.subplots(figsize=(7, 4))
@@ -440,7 +438,7 @@ claims.show()
 #    What does that say about the size of $c$?
 # 3. Replace the additive score by a dot product $e_{ij} = s_{i-1}^\top W h_j$ (Luong et al. 2015).
 #    Does it learn as fast?
-# 4. Multiply the seed-003 scores by 10 before the softmax. What happens to the weights? (Chapter 02
+# 4. Multiply the source-003 scores by 10 before the softmax. What happens to the weights? (Chapter 02
 #    picks this up: why the Transformer divides by $\sqrt{d_k}$.)
 # 5. Train the attention model with a one-direction (forward only) encoder. Does the one-word lag of
 #    section 6 change? What does that say about the explanation given there?

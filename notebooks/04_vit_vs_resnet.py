@@ -16,12 +16,12 @@
 #
 # Chapter 03 ended with a warning: a ViT builds in almost none of a CNN's assumptions about images
 # (locality, the 2-D neighbourhood, translation equivariance), so it has to learn them from data. The
-# ViT paper measured what that costs (Dosovitskiy et al. 2021, figures 3-4; seed 001): pre-trained on
+# ViT paper measured what that costs (Dosovitskiy et al. 2021, figures 3-4; source 001): pre-trained on
 # ImageNet-1k (1.3M images) ViTs lose to ResNets (BiT); on ImageNet-21k (14M) they tie; only on
 # JFT-300M does ViT-H/14 win. Two ways out followed: **augmentation and regularisation** (AugReg,
 # Steiner et al. 2021: with more compute, on ImageNet-1k they are worth about ten times the data) and **hybrids** that
 # cut the tokens from a CNN feature map. And once pre-trained on a lot of data, a ViT **transfers**
-# to small data sets better than anything trained on them alone (seed 003's table).
+# to small data sets better than anything trained on them alone (source 003's table).
 #
 # **Learning goals**
 # 1. Build the hybrid tokenizer: a ResNet's early stages turn the image into a feature map whose
@@ -285,7 +285,7 @@ print(f"{STEPS} steps of {BATCH} images = {STEPS * BATCH:,} images seen per run:
 #
 # ## 4. The AugReg study: augmentation and regularisation on small data
 #
-# Steiner et al. (2021), "How to train your ViT?", seed 001: *regularisation* = weight decay,
+# Steiner et al. (2021), "How to train your ViT?", source 001: *regularisation* = weight decay,
 # stochastic depth (dropping whole residual branches at random, chapter 03's `drop_path`) and dropout
 # in the MLP; *augmentation* = MixUp (blend two images and their labels) and RandAugment (two random
 # image operations, torchvision's default magnitude 9 of 30; our loader draws them once per group of
@@ -521,7 +521,7 @@ if pretrained is None:  # the offline variant: frozen pre-trained features again
 # fine-tuning; compute of the pre-training):
 
 # %%
-PAPER_TABLE = {  # ViT paper, table 2 (seed 003)
+PAPER_TABLE = {  # ViT paper, table 2 (source 003)
     "model": ["ViT-H/14 (JFT)", "ViT-L/16 (JFT)", "ViT-L/16 (I21k)", "BiT-L (ResNet152x4)", "Noisy Student (EffNet-L2)"],
     "ImageNet": [88.55, 87.76, 85.30, 87.54, 88.5],
     "CIFAR-10": [99.50, 99.42, 99.15, 99.37, None],
@@ -590,7 +590,7 @@ print(f"Our smallest and largest sets are {decades[0]:.1f} and {decades[1]:.1f} 
 # * **C4a**: ResNet ahead of ViT by at least 2 points on the smallest fraction (the paper's
 #   ImageNet-1k gap is several points), and on all the data at most half that gap;
 # * **C4b**: "everything" lifts the ViT by at least 1 point over "nothing" (what a learner would call
-#   an effect), and lifts the hybrid by less (seed 001);
+#   an effect), and lifts the hybrid by less (source 001);
 # * **C4c**: fine-tuned beats from scratch by at least 5 points ("a wide margin").
 
 # %%

@@ -16,7 +16,7 @@
 #
 # Chapter 04 measured the ViT's problem: without a CNN's built-in locality it needs much more data.
 # DeiT (Touvron et al. 2021, "Training data-efficient image transformers & distillation through
-# attention"; seed 001) trains a ViT on ImageNet-1k alone and closes the gap with two things: a strong
+# attention"; source 001) trains a ViT on ImageNet-1k alone and closes the gap with two things: a strong
 # training recipe, and **distillation** from a CNN teacher. The teacher's predictions carry its
 # inductive bias; the student ViT learns them through an extra token, the **distillation token**.
 #
@@ -199,7 +199,7 @@ print(f"teacher {recipe('resnet').model}: test accuracy {teacher_acc:.4f} "
 # 3. **hard**: DeiT eq. 3 (one class token takes both terms);
 # 4. **hard + distillation token**: the class token takes the label, the distillation token the
 #    teacher's label;
-# 5. and, for seed 001's "distillation gains more with more epochs", **alone** and **hard +
+# 5. and, for source 001's "distillation gains more with more epochs", **alone** and **hard +
 #    distillation token** again with twice the steps.
 #
 # Every student uses label smoothing 0.1 on its label term (chapter 03's recipe; DeiT fixes

@@ -15,7 +15,7 @@
 # # 06 · SL-ViT: a ViT for small data sets
 #
 # Chapters 04 and 05 fought the ViT's hunger for data from outside the model: more data, augmentation,
-# a CNN teacher. Lee, Lee & Song (2021, "Vision Transformer for Small-Size Datasets"; seed 002) change
+# a CNN teacher. Lee, Lee & Song (2021, "Vision Transformer for Small-Size Datasets"; source 002) change
 # the model instead, in two places, and name the two problems they fix:
 #
 # * **weak tokenisation**: a patch token sees only its own $P\times P$ pixels, a small receptive field
@@ -350,8 +350,7 @@ fig.suptitle("class-token attention in the last layer (mean over heads, renormal
 plt.show()
 
 # On the object? Fashion-MNIST's background is black: a patch is "object" when its mean pixel is above 5%.
-raw = D.subset(test_data, N_ANALYSIS, seed=1).images.float() / 255             # the same images, in order
-on_object = rearrange(raw, "b c (gh p1) (gw p2) -> b gh gw (c p1 p2)", p1=P, p2=P).mean(-1) > 0.05
+on_object = analysis.object_patches(D.subset(test_data, N_ANALYSIS, seed=1).images, P)  # the same images, in order
 object_share = {v: (m * on_object).sum(dim=(1, 2)).mean().item() for v, m in maps.items()}
 peak = {v: m.flatten(1).amax(-1).mean().item() for v, m in maps.items()}
 print(f"over {N_ANALYSIS} test images, share of the class token's attention on object patches: "
@@ -362,7 +361,7 @@ print(f"largest weight on one patch: ViT {peak['ViT']:.3f}, SL-ViT {peak['SL-ViT
 
 # %% [markdown]
 # Bright squares are the patches the class token reads most; one colour scale for all panels, so
-# brighter means more in both rows. The printed lines test seed 002's statement in numbers: how much
+# brighter means more in both rows. The printed lines test source 002's statement in numbers: how much
 # of each model's class-token attention lands on the object, against attending uniformly, and how
 # concentrated it is.
 #

@@ -17,7 +17,7 @@
 # A ViT keeps one resolution from the first layer to the last, and every token attends to every
 # other: the cost grows with the *square* of the number of tokens, which rules out small patches on
 # large images. CNNs (chapter 00) work the other way: local operations, and a pyramid of feature maps
-# that halve in resolution and double in width. The Swin Transformer (Liu et al. 2021; seeds 001 and
+# that halve in resolution and double in width. The Swin Transformer (Liu et al. 2021; sources 001 and
 # 004) brings that pyramid to the Transformer:
 #
 # * attention only inside non-overlapping $M\times M$ **windows** (W-MSA): linear in the number of tokens;
@@ -399,8 +399,9 @@ print(f"against C7a's rule (MSA >= {MSA_SLOPE}, W-MSA <= {WMSA_SLOPE}): first me
 # `recipe("vit")`). Both are trained on the same small stratified subset, for the same number of
 # steps and the same batches of BATCH images, with the same learning rate, weight decay and label
 # smoothing (all tuned for the ViT in chapter 03). Two differences remain: the Swin's config has
-# stochastic depth 0.1, the ViT's none; and the Swin cuts 2x2-pixel patches (196 tokens in stage 1)
-# where the ViT cuts 7x7 (16 tokens), so equal steps are not equal compute.
+# stochastic depth 0.1, the ViT's none; and the Swin cuts smaller patches than the ViT (more tokens
+# in its first stage), so equal steps are not equal compute: the forward FLOPs per image of each are
+# printed below.
 
 # %%
 study = Study("07_swin_vs_vit")
@@ -433,8 +434,9 @@ for name in tqdm(("vit", "swin"), desc="models"):
         load_checkpoint(study.path(config).with_suffix(".pt"), model=trained[name], restore_rng=False)
         trained[name].to(DEVICE)
 for name, m in compare.items():
-    print(f"{recipe(name).model:22s} {m['params']:9,d} parameters  test accuracy {m['test_acc']:.4f}  "
-          f"({m['seconds']:.0f} s for {STEPS} steps)")
+    mflops = analysis.forward_flops(trained[name], train_data.shape, device=DEVICE) / 1e6
+    print(f"{recipe(name).model:22s} {m['params']:9,d} parameters  {mflops:6.1f} MFLOPs per image  "
+          f"test accuracy {m['test_acc']:.4f}  ({m['seconds']:.0f} s for {STEPS} steps)")
 swin_gain = compare["swin"]["test_acc"] - compare["vit"]["test_acc"]
 print(f"Swin - ViT: {swin_gain:+.4f} on {len(train_data):,} training images")
 

@@ -182,3 +182,55 @@ def test_attention_entropy_of_uniform_and_one_hot_rows():
     assert ent.shape == (2, 3)
     torch.testing.assert_close(ent[0], torch.full((3,), torch.log(torch.tensor(5.0)).item()))
     assert torch.equal(ent[1], torch.zeros(3))
+
+
+def test_row_and_column_structure_are_told_apart():
+    # An embedding that encodes only the column: patches in one column are identical, rows share nothing.
+    g = 4
+    cols = torch.randn(g, 32)
+    pos = torch.cat([torch.zeros(1, 32), cols.repeat(g, 1)])[None]  # row-major: patch k has column k % g
+    s = A.position_structure(A.position_embedding_similarity(1, pos))
+    assert s["same_column"] == pytest.approx(1.0, abs=1e-5)
+    assert s["same_row"] < 0.9
+    distances, sims = A.similarity_by_distance(A.position_embedding_similarity(1, pos))
+    assert distances[0] == pytest.approx(1.0) and len(distances) == len(sims)
+    assert distances == sorted(distances) and len(set(distances)) == len(distances)
+
+
+def test_similarity_by_distance_falls_for_a_smooth_embedding():
+    g = 5
+    r, c = torch.meshgrid(torch.arange(g).float(), torch.arange(g).float(), indexing="ij")
+    freqs = torch.arange(1, 5).float() * 0.3
+    feats = torch.cat([f(v.flatten()[:, None] * freqs) for v in (r, c) for f in (torch.sin, torch.cos)], -1)
+    distances, sims = A.similarity_by_distance(A.position_embedding_similarity(1, torch.cat([feats[:1], feats])[None]))
+    assert sims[0] > sims[-1] + 0.3
+
+
+def test_attention_distance_correlation_local_and_uniform_heads():
+    n, g = 16, 4
+    d = A.patch_distances(g, 1)
+    local = torch.softmax(-3 * d, -1)                       # weights fall with distance
+    far = torch.softmax(3 * d, -1)                          # weights grow with distance
+    w = torch.zeros(1, 3, n + 1, n + 1)
+    w[0, 0, 1:, 1:], w[0, 1, 1:, 1:] = local, far
+    w[0, 2] = 1 / (n + 1)                                   # uniform: no relation to distance
+    corr = A.attention_distance_correlation([w], 1)
+    assert corr.shape == (1, 3)
+    assert corr[0, 0] < -0.5 and corr[0, 1] > 0.5 and abs(corr[0, 2]) < 1e-4
+
+
+def test_object_patches_marks_the_bright_patches():
+    x = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+    x[0, :, :4, :4] = 200                     # top-left patch of image 0 is the object
+    mask = A.object_patches(x, 4)
+    assert mask.shape == (2, 2, 2) and mask[0, 0, 0] and mask.sum() == 1
+    with pytest.raises(TypeError, match="uint8"):
+        A.object_patches(x.float(), 4)
+
+
+def test_forward_flops_counts_two_per_multiply_add():
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    assert A.forward_flops(lin, (3, 2, 2)) == 2 * 12 * 5
+    was_training = lin.training
+    A.forward_flops(lin, (3, 2, 2))
+    assert lin.training == was_training          # evaluated in eval mode, mode restored

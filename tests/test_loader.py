@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vitcourse.data import DeviceLoader, random_crop, synthetic
+from vitcourse.data import DeviceLoader, random_crop, random_resized_crop, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,38 @@ def test_bad_batch_sizes(data):
         DeviceLoader(data, 0, device="cpu")
     with pytest.raises(ValueError, match="drop_last"):
         DeviceLoader(data, 1000, drop_last=True, device="cpu")
+
+
+def test_random_resized_crop_scale_one_is_the_whole_image_resized():
+    x = torch.rand(3, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    out = random_resized_crop(x, 28, (1.0, 1.0), g, ratio=(1.0, 1.0))
+    assert torch.allclose(out, x, atol=1e-5)  # the identity crop at the same size
+    small = random_resized_crop(x, 20, (1.0, 1.0), g, ratio=(1.0, 1.0))
+    assert small.shape == (3, 1, 20, 20)
+
+
+def test_random_resized_crop_zooms_in_per_sample():
+    # A centred bright square: a crop of a quarter of the area magnifies it, so more pixels are bright.
+    x = torch.zeros(256, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0
+    g = torch.Generator().manual_seed(0)
+    out = random_resized_crop(x, 28, (0.25, 0.25), g, ratio=(1.0, 1.0))
+    bright = (out > 0.5).flatten(1).sum(1).float()
+    assert bright.max() > 1.5 * 64  # a zoomed-in copy covers more than the square's 64 pixels
+    assert len({tuple(v.flatten()[::29].tolist()) for v in out}) > 30  # different crops per sample
+
+
+def test_crop_scale_in_the_loader_and_its_errors(data):
+    loader = DeviceLoader(data, 50, crop_scale=(0.35, 1.0), crop_size=20, seed=3, device="cpu")
+    x, _ = next(iter(loader))
+    assert x.shape[-2:] == (20, 20) and loader.describe()["crop_scale"] == [0.35, 1.0]
+    again, _ = next(iter(DeviceLoader(data, 50, crop_scale=(0.35, 1.0), crop_size=20, seed=3, device="cpu")))
+    assert torch.equal(x, again)
+    with pytest.raises(ValueError, match="fraction of the image area"):
+        DeviceLoader(data, 50, crop_scale=(0.0, 1.0), device="cpu")
+    with pytest.raises(ValueError, match="choose one"):
+        DeviceLoader(data, 50, crop_scale=(0.5, 1.0), crop_padding=4, device="cpu")
+    with pytest.raises(ValueError, match="set crop_scale too"):
+        DeviceLoader(data, 50, crop_size=20, device="cpu")
+    assert "crop_scale" not in DeviceLoader(data, 50, device="cpu").describe()

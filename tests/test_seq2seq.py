@@ -114,3 +114,15 @@ def test_loader_feeds_fit_shaped_batches():
     model = build("seq2seq_attention", task.vocab_size)
     inputs, targets = next(iter(loader))
     assert model(*inputs).shape[:2] == targets.shape
+
+
+def test_length_bins_cover_every_length_once_and_exact_match_by_bin():
+    from vitcourse.models.seq2seq import exact_match_by_bin, length_bins
+    bins = length_bins(3, 40)
+    assert bins[0] == (3, 7) and bins[-1] == (38, 40)
+    covered = [n for lo, hi in bins for n in range(lo, hi + 1)]
+    assert covered == list(range(3, 41))                      # no gaps, no overlaps, no 1-word bins at the start
+    assert length_bins(3, 12) == [(3, 5), (6, 8), (9, 11), (12, 12)]
+    lengths, correct = torch.tensor([3, 4, 9, 9]), torch.tensor([True, False, True, True])
+    shares = exact_match_by_bin(lengths, correct, [(3, 5), (6, 8), (9, 11)])
+    assert shares[0] == 0.5 and shares[2] == 1.0 and shares[1] != shares[1]   # NaN for the empty bin

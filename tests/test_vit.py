@@ -120,6 +120,21 @@ def test_registry_overrides_and_small_image_configs():
     assert model(torch.randn(1, 3, 35, 35)).shape == (1, 7)
     assert config_of("vit_base_patch16_224").num_patches == 196
     assert config_of("vit_huge_patch14_224").num_patches == 256
+    # The cpu profile's ViT has a 7x7 grid: room for a 2-D position structure (chapter 03).
+    assert create_model("vit_fashion_patch4_28").grid_size == 7
+    for variant in ("deit_fashion_patch4_28", "slvit_fashion_patch4_28", "vit_hybrid_fashion_28"):
+        assert create_model(variant).eval()(torch.randn(1, 1, 28, 28)).shape[-1] == 10  # (DeiT: two heads in training)
+
+
+def test_recipe_builds_for_the_data_and_takes_overrides():
+    from vitcourse.data import synthetic
+    from vitcourse.recipes import recipe
+    data = synthetic("train", n=8, image_size=28, channels=1)
+    r = recipe("vit", "cpu")
+    model = r.build(data)
+    assert model.config.image_size == 28 and model.config.in_channels == 1
+    low = r.build(data, image_size=16)                    # train at a lower resolution (chapter 03)
+    assert low.config.image_size == 16 and low.pos_embed.shape[1] == (16 // low.config.patch_size) ** 2 + 1
 
 
 def test_interpolation_to_same_size_is_identity():

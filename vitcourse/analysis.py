@@ -80,6 +80,18 @@ def rollout_map(rollout: torch.Tensor, model) -> torch.Tensor:
     return rearrange(row, "b (gh gw) -> b gh gw", gh=_grid(row.shape[-1]))
 
 
+def object_patches(images: torch.Tensor, patch_size: int, threshold: float = 0.05) -> torch.Tensor:
+    """Which patches show the object, on a data set with a black background (Fashion-MNIST, MNIST):
+    (B, C, H, W) uint8 images -> (B, g, g) bool, true where the patch's mean pixel is above ``threshold``
+    (on the 0..1 scale). With a map of attention shares m (rows summing to 1), ``(m * mask).sum()`` is
+    the share of attention on the object, and ``mask.float().mean()`` what uniform attention gives."""
+    if images.dtype != torch.uint8:
+        raise TypeError("object_patches needs the raw uint8 images (ImageData.images), not normalised ones: "
+                        "a black background is 0 only before normalisation")
+    x = images.float() / 255
+    return rearrange(x, "b c (gh p1) (gw p2) -> b gh gw (c p1 p2)", p1=patch_size, p2=patch_size).mean(-1) > threshold
+
+
 def attention_entropy(attentions) -> torch.Tensor:
     """Entropy in nats of every attention row, averaged over images and query tokens: (layers, heads).
 
@@ -143,13 +155,15 @@ def position_embedding_similarity(model, pos_embed: torch.Tensor | None = None) 
 
 
 def position_structure(similarity: torch.Tensor) -> dict:
-    """Summaries of a (g, g, g, g) similarity grid: mean similarity to other patches in the same row or
-    column, to patches in neither, and the correlation of similarity with spatial distance. A 2-D
-    structure shows as same_row_or_column > elsewhere and a negative distance correlation."""
+    """Summaries of a (g, g, g, g) similarity grid: mean similarity to the other patches of the same row,
+    of the same column, of either, and to patches in neither; and the correlation of similarity with
+    spatial distance. A 2-D structure shows as same_row_or_column > elsewhere and a negative distance
+    correlation; same_row against same_column says whether one direction was learned more than the
+    other (ViT figure 7 shows both)."""
     g = similarity.shape[0]
     r, c = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
     r, c = r.flatten(), c.flatten()
-    sim = similarity.reshape(g * g, g * g)
+    sim = similarity.reshape(g * g, g * g).cpu()
     same_row, same_col = r[:, None] == r[None], c[:, None] == c[None]
     eye = torch.eye(g * g, dtype=torch.bool)
     line = (same_row | same_col) & ~eye
@@ -157,8 +171,51 @@ def position_structure(similarity: torch.Tensor) -> dict:
     dist = patch_distances(g, 1)[~eye]
     s = sim[~eye]
     corr = torch.corrcoef(torch.stack([s, dist]))[0, 1]
-    return {"same_row_or_column": sim[line].mean().item(), "elsewhere": sim[other].mean().item(),
+    return {"same_row_or_column": sim[line].mean().item(), "same_row": sim[same_row & ~eye].mean().item(),
+            "same_column": sim[same_col & ~eye].mean().item(), "elsewhere": sim[other].mean().item(),
             "distance_correlation": corr.item()}
+
+
+def similarity_by_distance(similarity: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Mean position-embedding similarity of patch pairs at each distance on the grid (in patches):
+    returns (distances, mean similarities), one entry per distinct distance (the patch itself excluded).
+    A learned 2-D structure shows as similarity falling with distance."""
+    g = similarity.shape[0]
+    sim = similarity.reshape(g * g, g * g).cpu()
+    dist = patch_distances(g, 1).round(decimals=4)
+    distances = sorted(d for d in dist.unique().tolist() if d > 0)
+    return distances, [sim[dist == d].mean().item() for d in distances]
+
+
+def attention_distance_correlation(attentions, model) -> torch.Tensor:
+    """Per layer and head, the Pearson correlation between a patch's attention weight on another patch
+    and their distance, over the keys of each query patch, averaged over queries and images:
+    (layers, heads). Negative: the head prefers near patches (local); about 0: distance does not
+    matter. A second view of mean attention distance, which mixes "where" with "how spread"."""
+    num_prefix_tokens = _prefix(model)
+    if isinstance(attentions, torch.Tensor):
+        attentions = [attentions]
+    out = []
+    for weights in attentions:
+        a = weights[..., num_prefix_tokens:, num_prefix_tokens:].float()  # (B, H, N, N)
+        d = patch_distances(_grid(a.shape[-1]), 1).to(a.device)           # (N, N)
+        a_c = a - a.mean(-1, keepdim=True)
+        d_c = d - d.mean(-1, keepdim=True)
+        cov = (a_c * d_c).sum(-1)
+        corr = cov / (a_c.pow(2).sum(-1).sqrt() * d_c.pow(2).sum(-1).sqrt()).clamp_min(1e-12)
+        out.append(corr.mean(dim=(0, 2)))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def forward_flops(model, image_shape, device="cpu") -> int:
+    """FLOPs of one forward pass on one image of ``image_shape`` (C, H, W), counted by
+    torch.utils.flop_counter: matrix products and convolutions, 2 FLOPs per multiply-add (papers
+    usually count multiply-adds: divide by 2 to compare). A fixed measure of cost, unlike seconds."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with evaluating(model), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *image_shape, device=device))
+    return counter.get_total_flops()
 
 
 # ---- plots --------------------------------------------------------------------------------------------

@@ -28,11 +28,12 @@ class Recipe:
     model_args: dict = field(default_factory=dict)    # create_model keyword arguments
 
     def build(self, data, **overrides):
-        """The model, sized for ``data`` (an ImageData: channels, image size, number of classes)."""
+        """The model, sized for ``data`` (an ImageData: channels, image size, number of classes);
+        ``overrides`` change any of it, e.g. ``image_size=16`` to train at a lower resolution."""
         from .models import create_model
         c, h, _ = data.shape
-        return create_model(self.model, num_classes=len(data.classes), in_channels=c, image_size=h,
-                            **{**self.model_args, **overrides})
+        sized = dict(num_classes=len(data.classes), in_channels=c, image_size=h)
+        return create_model(self.model, **{**sized, **self.model_args, **overrides})
 
     def fit_args(self) -> dict:
         """The keyword arguments of ``vitcourse.train.fit`` this recipe sets."""
@@ -47,10 +48,13 @@ class Recipe:
 
 
 RECIPES: dict[str, dict[str, Recipe]] = {
-    # Chapter 03's ViT. cpu: Fashion-MNIST, patch 7 (a 4x4 grid), 805k parameters.
+    # Chapter 03's ViT. cpu: Fashion-MNIST, patch 4 (a 7x7 grid, room for a 2-D position structure),
+    # 64 wide and 4 deep (139k parameters: about 35 s per epoch on 2 cores), random shifts of 1 px (2 px
+    # slowed learning too much for 10 minutes: benchmarks/RESULTS.md).
     "vit": {
         "smoke": Recipe("vit_smoke_patch8_32", epochs=1, batch_size=128, lr=2e-3, warmup_epochs=0.2),
-        "cpu": Recipe("vit_fashion_patch7_28", epochs=8, batch_size=64, lr=1e-3, warmup_epochs=0.5),
+        "cpu": Recipe("vit_fashion_patch4_28", epochs=16, batch_size=128, lr=2e-3, warmup_epochs=1,
+                      augment=dict(crop_padding=1)),
         "gpu": Recipe("vit_cifar_patch4_32", epochs=100, batch_size=256, lr=1e-3, warmup_epochs=5,
                       augment=dict(crop_padding=4, flip=True, randaugment=True)),
     },

@@ -64,6 +64,30 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip, x.flip(-1), x)
 
 
+def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Inception-style RandomResizedCrop (Szegedy et al. 2015; the training crop FixRes studies), batched:
+    per sample, a crop of a random fraction ``scale`` of the image area and a random aspect ratio in
+    ``ratio`` (log-uniform), at a random place, resized (bilinear) to ``size`` x ``size``.
+
+    One affine sampling grid per sample does crop and resize at once. Where torchvision retries a crop
+    that does not fit and finally falls back to a centre crop, a side longer than the image is
+    shortened to the image's: the same crops in practice, without a loop. Returns float images.
+    """
+    n, c = x.shape[:2]
+    dev = x.device
+    area = scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=generator, device=dev)
+    log_r = torch.tensor(ratio, device=dev).log()
+    aspect = (log_r[0] + (log_r[1] - log_r[0]) * torch.rand(n, generator=generator, device=dev)).exp()
+    # Crop sides as fractions of the image's (affine_grid's coordinates run from -1 to 1).
+    w, h = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    cx, cy = ((torch.rand(2, n, generator=generator, device=dev) * 2 - 1) * torch.stack([1 - w, 1 - h]))
+    zero = torch.zeros_like(w)
+    theta = torch.stack([torch.stack([w, zero, cx], -1), torch.stack([zero, h, cy], -1)], 1)  # (n, 2, 3)
+    grid = F.affine_grid(theta, (n, c, size, size), align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class DeviceLoader:
     """Iterate over ``data`` in batches of normalised float images (N, C, H, W) and labels.
 
@@ -73,8 +97,22 @@ class DeviceLoader:
     def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = True, crop_padding: int = 0,
                  flip: bool = False, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  randaugment: bool = False, randaugment_group: int = 16, drop_last: bool = False,
+                 crop_scale: tuple[float, float] | None = None, crop_size: int | None = None,
                  seed: int = 0, device=None):
         check_batching(len(data), batch_size, drop_last)
+        if crop_scale is not None:
+            lo, hi = crop_scale
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"crop_scale is the (min, max) fraction of the image area a crop covers, with "
+                                 f"0 < min <= max <= 1; got {crop_scale}, e.g. use (0.35, 1.0)")
+            if crop_padding:
+                raise ValueError("crop_scale (RandomResizedCrop) and crop_padding (padded random crop) are two "
+                                 "kinds of crop; choose one")
+        if crop_size is not None and crop_scale is None:
+            raise ValueError("crop_size is the output size of the random resized crop: set crop_scale too, or "
+                             "wrap the loader in Resized(loader, size) to only change the resolution")
+        self.crop_scale = tuple(crop_scale) if crop_scale is not None else None
+        self.crop_size = crop_size or data.images.shape[-1]
         self.data, self.batch_size, self.shuffle, self.drop_last = data, batch_size, shuffle, drop_last
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
         self.randaugment_group = randaugment_group
@@ -92,6 +130,8 @@ class DeviceLoader:
                              crop_padding=crop_padding, flip=flip, mixup_alpha=mixup_alpha,
                              cutmix_alpha=cutmix_alpha, randaugment=randaugment,
                              randaugment_group=randaugment_group, seed=seed)
+        if crop_scale is not None:  # only when used: older runs' fingerprints stay as they were
+            self.settings.update(crop_scale=list(self.crop_scale), crop_size=self.crop_size)
         self._content = None
 
     unit = "images"  # what fit's progress line counts
@@ -156,6 +196,8 @@ class DeviceLoader:
                     x = torch.cat([self.randaugment(g) for g in x.split(self.randaugment_group)])
             if self.crop_padding:
                 x = random_crop(x, self.crop_padding, gen)
+            if self.crop_scale is not None:
+                x = random_resized_crop(x, self.crop_size, self.crop_scale, gen)
             if self.flip:
                 x = random_flip(x, gen)
             x = x.float().sub_(self.mean).div_(self.std)  # in place: no extra batch-sized temporaries
@@ -248,4 +290,7 @@ class Resized(_LoaderWrapper):
 
     def __iter__(self):
         for x, y in self.loader:
-            yield F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False), y
+            # When shrinking, antialias: a new pixel averages the old ones it covers instead of sampling
+            # a few of them (torchvision's Resize does the same). Upsampling is plain bicubic.
+            yield F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False,
+                                antialias=self.size < x.shape[-1]), y

@@ -162,6 +162,23 @@ def exact_match_by_length(model, loader, extra_steps: int = 5):
     return torch.cat(lengths), torch.cat(correct)
 
 
+def length_bins(min_len: int, max_len: int, width: int | None = None) -> list[tuple[int, int]]:
+    """Bins of source lengths (lo, hi), inclusive, ``width`` lengths each (5 for long tasks, 3 for short
+    ones by default), starting at ``min_len``; the last bin may be narrower."""
+    width = width or (5 if max_len > 20 else 3)
+    return [(lo, min(lo + width - 1, max_len)) for lo in range(min_len, max_len + 1, width)]
+
+
+def exact_match_by_bin(lengths: torch.Tensor, correct: torch.Tensor, bins) -> list[float]:
+    """The share of exact matches in each length bin of ``bins`` (NaN for an empty bin), from
+    ``exact_match_by_length``'s two tensors."""
+    out = []
+    for lo, hi in bins:
+        keep = (lengths >= lo) & (lengths <= hi)
+        out.append(correct[keep].float().mean().item() if keep.any() else float("nan"))
+    return out
+
+
 def seq2seq_context(vocab_size: int, emb_dim: int = 64, hidden: int = 128, **kwargs):
     """GRU encoder-decoder with one fixed context vector (no attention)."""
     return Seq2Seq(vocab_size, emb_dim, hidden, attention=False, **kwargs)

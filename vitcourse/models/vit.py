@@ -246,10 +246,14 @@ IMAGENET = {
 }
 # Small-image models for the course's data, one per profile (``vitcourse.recipes`` says which
 # chapter trains which): the gpu one on CIFAR (patch 4: 8x8 = 64 tokens at 32 px), the cpu one on
-# Fashion-MNIST (patch 7: 4x4 = 16 tokens at 28 px), the smoke one on 32 px synthetic data.
+# Fashion-MNIST (patch 4: 7x7 = 49 tokens at 28 px, narrow and shallow so that it trains in minutes on
+# a laptop CPU), the smoke one on 32 px synthetic data. vit_fashion_patch7_28 (a 4x4 grid) was the
+# cpu model before: too few positions to show a 2-D position structure (chapter 03).
 SMALL_IMAGE = {
     "vit_cifar_patch4_32": dict(image_size=32, patch_size=4, in_channels=3, num_classes=10,
                                 dim=192, depth=9, num_heads=3, mlp_ratio=2.0, drop_path=0.1),
+    "vit_fashion_patch4_28": dict(image_size=28, patch_size=4, in_channels=1, num_classes=10,
+                                  dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
     "vit_fashion_patch7_28": dict(image_size=28, patch_size=7, in_channels=1, num_classes=10,
                                   dim=128, depth=6, num_heads=4, mlp_ratio=2.0),
     "vit_smoke_patch8_32": dict(image_size=32, patch_size=8, in_channels=3, num_classes=10,
@@ -260,7 +264,7 @@ SMALL_IMAGE = {
 _RESNET_STEM = dict(tokenizer="resnet", tokenizer_args=dict(blocks=1, widths=(16, 32, 64)))
 SMALL_IMAGE.update({
     "vit_hybrid_cifar_32": {**SMALL_IMAGE["vit_cifar_patch4_32"], **_RESNET_STEM, "patch_size": 4},
-    "vit_hybrid_fashion_28": {**SMALL_IMAGE["vit_fashion_patch7_28"], **_RESNET_STEM, "patch_size": 4},
+    "vit_hybrid_fashion_28": {**SMALL_IMAGE["vit_fashion_patch4_28"], **_RESNET_STEM, "patch_size": 4},
     "vit_hybrid_smoke_32": {**SMALL_IMAGE["vit_smoke_patch8_32"], **_RESNET_STEM, "patch_size": 8},
 })
 
@@ -270,12 +274,13 @@ SMALL_IMAGE.update({
 DEIT = {f"deit_{size}_distilled_patch16_224": dict(image_size=224, patch_size=16, prefix="cls_dist", **IMAGENET[size])
         for size in ("tiny", "small", "base")}
 DEIT.update({name.replace("vit_", "deit_", 1): {**SMALL_IMAGE[name], "prefix": "cls_dist"}
-             for name in ("vit_cifar_patch4_32", "vit_fashion_patch7_28", "vit_smoke_patch8_32")})
+             for name in ("vit_cifar_patch4_32", "vit_fashion_patch4_28", "vit_fashion_patch7_28",
+                          "vit_smoke_patch8_32")})
 
 # SL-ViT's ablation (Lee et al. 2021): the profile ViTs with Shifted Patch Tokenization, Locality
 # Self-Attention, or both (SL-ViT).
 SLVIT = {}
-for _base in ("vit_cifar_patch4_32", "vit_fashion_patch7_28", "vit_smoke_patch8_32"):
+for _base in ("vit_cifar_patch4_32", "vit_fashion_patch4_28", "vit_fashion_patch7_28", "vit_smoke_patch8_32"):
     for _tag, _parts in (("spt", dict(tokenizer="spt")), ("lsa", dict(attention="lsa")),
                          ("slvit", dict(tokenizer="spt", attention="lsa"))):
         SLVIT[_base.replace("vit_", f"{_tag}_", 1)] = {**SMALL_IMAGE[_base], **_parts}
