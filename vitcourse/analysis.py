@@ -272,7 +272,7 @@ def plot_position_similarity(similarity: torch.Tensor, title: str = "position em
     tiles = F.pad(similarity.cpu(), (0, 1, 0, 1), value=float("nan"))  # a gap between tiles
     mosaic = rearrange(tiles, "r c i j -> (r i) (c j)")
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    im = ax.imshow(mosaic.numpy(), cmap="viridis", vmin=-1, vmax=1)
+    im = ax.imshow(mosaic.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)     # diverging: 0 is white
     ax.set_xticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
     ax.set_yticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
     ax.set(title=title, xlabel="input patch column", ylabel="input patch row")
@@ -292,6 +292,7 @@ def plot_attention_distance(distance: torch.Tensor, patch_size: int | None = Non
         ax.axhline(patch_distances(grid_size, patch_size).mean().item(), ls="--", color="gray",
                    label="uniform attention")
     ax.set(title=title, xlabel="network depth (layer)", ylabel="mean attention distance (pixels)")
+    ax.set_ylim(bottom=0)                             # distances from 0: near-equal heads look near-equal
     ax.set_xticks(range(1, layers + 1))
     ax.legend(fontsize=7, ncol=2)
     return fig
@@ -316,14 +317,16 @@ def plot_attention_heads(image: torch.Tensor, maps: torch.Tensor, mean=None, std
                          title: str = "class-token attention per head"):
     """One image and its (heads, g, g) attention maps, one overlay per head."""
     heads = maps.shape[0]
-    fig, axes = plt.subplots(1, heads + 1, figsize=(2.2 * (heads + 1), 2.6))
+    fig, axes = plt.subplots(1, heads + 1, figsize=(2.2 * (heads + 1) + 0.8, 2.8))
     _imshow(axes[0], to_display(image, mean, std))
     axes[0].set(title="input", xticks=[], yticks=[])
+    vmax = maps.max().item()                          # one colour scale for all heads
     for h in range(heads):
-        overlay(axes[h + 1], image, maps[h], mean, std)
+        shown = overlay(axes[h + 1], image, maps[h], mean, std, vmin=0, vmax=vmax)
         axes[h + 1].set_title(f"head {h + 1}")
     fig.suptitle(title)
     fig.tight_layout()
+    fig.colorbar(shown, ax=axes.tolist(), shrink=0.8, label="attention weight")
     return fig
 
 
@@ -331,13 +334,15 @@ def plot_rollout(images: torch.Tensor, maps: torch.Tensor, labels=None, mean=Non
                  title: str = "attention rollout (Abnar & Zuidema 2020)"):
     """Images (top row) and their rollout maps overlaid (bottom row); ``labels`` titles the columns."""
     n = images.shape[0]
-    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.3), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(2 * n + 0.8, 4.3), squeeze=False)
     for k in range(n):
         _imshow(axes[0, k], to_display(images[k], mean, std))
-        axes[0, k].set(xticks=[], yticks=[], title=labels[k] if labels is not None else None)
-        overlay(axes[1, k], images[k], maps[k], mean, std)
+        axes[0, k].set(xticks=[], yticks=[])
+        axes[0, k].set_title(labels[k] if labels is not None else None, fontsize=8)
+        shown = overlay(axes[1, k], images[k], maps[k], mean, std, vmin=0, vmax=1)
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("rollout")
     fig.suptitle(title)
     fig.tight_layout()
+    fig.colorbar(shown, ax=axes[1].tolist(), shrink=0.8, label="share of the image's largest")
     return fig
