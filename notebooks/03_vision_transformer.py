@@ -485,7 +485,9 @@ print("attention entropy as a share of uniform attention's (1 = uniform), per la
 print(f"The least selective head spreads its weight at {selectivity.max():.0%} of the uniform entropy, the most "
       f"selective at {selectivity.min():.0%}: "
       + ("the heads barely select at all, so there is no local/global split to find (SL-ViT's 'smooth attention' "
-         "on small data, chapter 06)." if selectivity.min() > 0.9 else "some heads do select."))
+         "on small data, chapter 06)." if selectivity.min() > 0.9 else
+         "some heads do select, so where they do not prefer near patches (the correlations above) they select "
+         "by content, not by distance."))
 vitcourse.seed_everything(0)
 untrained = R.build(train_data).to(DEVICE).eval()            # the same model before training
 attentions_init = analysis.attention_maps(untrained, images)

@@ -272,7 +272,8 @@ def plot_position_similarity(similarity: torch.Tensor, title: str = "position em
     tiles = F.pad(similarity.cpu(), (0, 1, 0, 1), value=float("nan"))  # a gap between tiles
     mosaic = rearrange(tiles, "r c i j -> (r i) (c j)")
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    im = ax.imshow(mosaic.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)     # diverging: 0 is white
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.35")           # diverging (0 white); gaps grey
+    im = ax.imshow(mosaic.numpy(), cmap=cmap, vmin=-1, vmax=1)
     ax.set_xticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
     ax.set_yticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
     ax.set(title=title, xlabel="input patch column", ylabel="input patch row")
