@@ -39,7 +39,6 @@ print(vitcourse.environment_report())
 
 # %%
 import math
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -612,7 +611,7 @@ class ReachedTarget(Exception):
     """Raised from fit's on_epoch_end when the validation accuracy reaches TARGET_ACC."""
 
 
-def train_to_target(label, r, task_r, train_r, val_loader, seed):
+def train_to_target(r, task_r, train_r, val_loader, seed):
     """One model, one seed: train on train_r, checking validation accuracy every CHECK_SENTENCES sentences,
     until TARGET_ACC or BUDGET_SENTENCES. Returns the model and its curve."""
     torch.manual_seed(seed)
@@ -651,7 +650,7 @@ def race(task_name):
     for label, r in recipes.items():
         runs = []
         for seed in RACE_SEEDS:
-            net, run = train_to_target(label, r, task_r, train_r, val_loader, seed)
+            net, run = train_to_target(r, task_r, train_r, val_loader, seed)
             run["test"] = evaluate(net, test_loader_r)["acc"]
             if seed == RACE_SEEDS[0]:
                 lengths_r, correct_r = exact_match_by_length(net, test_loader_r)
@@ -747,9 +746,10 @@ for task_name, result in races.items():
     long_ = {label: r["correct"][r["lengths"] > MAX_LEN // 2].float().mean().item() for label, r in result.items()}
     short = {label: r["correct"][r["lengths"] <= MAX_LEN // 2].float().mean().item() for label, r in result.items()}
     print(f"{task_name}: exact match on sentences of up to {MAX_LEN // 2} words: "
-          + ", ".join(f"{label} {v:.2f}" for label, v in short.items()) + f"; longer: "
+          + ", ".join(f"{label} {v:.2f}" for label, v in short.items()) + "; longer: "
           + ", ".join(f"{label} {v:.2f}" for label, v in long_.items()))
-counts = [int(((r["lengths"] >= lo) & (r["lengths"] <= hi)).sum()) for lo, hi in bins]
+test_lengths = races["reverse"]["RNN + attention"]["lengths"]            # the same test sentences for every model
+counts = [int(((test_lengths >= lo) & (test_lengths <= hi)).sum()) for lo, hi in bins]
 print("(These are the first seed's models, stopped as soon as they reached the target token accuracy: one wrong "
       "word spoils a sentence, so exact match falls with length even at 90% of words right. The bins hold "
       f"{min(counts)} to {max(counts)} test sentences, so neighbouring bins differ by chance too.)")

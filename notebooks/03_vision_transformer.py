@@ -53,7 +53,7 @@ from vitcourse import analysis, budget
 from vitcourse import data as D
 from vitcourse.claims import Claims
 from vitcourse.models import create_model
-from vitcourse.models.vit import LinearPatchEmbedding, PatchEmbedding, ViT, ViTConfig, config_of, patchify
+from vitcourse.models.vit import LinearPatchEmbedding, PatchEmbedding, ViT, config_of, patchify
 from vitcourse.nn import EncoderLayer
 from vitcourse.recipes import recipe, recipe_run_dir, train_recipe
 from vitcourse.train import evaluate, fit

@@ -57,12 +57,11 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from vitcourse import analysis, budget, profile
+from vitcourse import analysis, budget
 from vitcourse import data as D
 from vitcourse.checkpoint import load_checkpoint, save_checkpoint
 from vitcourse.claims import Claims, t_critical

@@ -59,7 +59,7 @@ import torch
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from vitcourse import analysis, budget, profile
+from vitcourse import analysis, budget
 from vitcourse import data as D
 from vitcourse.checkpoint import load_checkpoint, save_checkpoint
 from vitcourse.claims import Claims
