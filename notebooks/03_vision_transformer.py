@@ -361,7 +361,8 @@ if C == 1:
         print(f"head(s) {', '.join(map(str, below))} put more weight on the background than uniform attention would")
     print(f"So: {readers} the object "
           f"more than 5 points above uniform, and the rollout is {rollout_share - uniform_share:+.1%} from uniform: "
-          f"{'it concentrates on the object' if rollout_share - uniform_share > 0.05 else 'close to uniform, so its picture says little'}. ")
+          f"{'it concentrates on the object' if rollout_share - uniform_share > 0.05 else 'close to uniform, so its picture says little'} (each rollout map is scaled to its own largest patch, so even a near-uniform "
+          "map shows bright spots).")
 else:
     print("The object mask needs a black background (Fashion-MNIST); on CIFAR read the maps by eye.")
 
@@ -436,6 +437,9 @@ if C == 1:
 print(f"interior {g - 2}x{g - 2} patches only: correlation with distance {inner_structure['distance_correlation']:+.3f} "
       f"(all patches: {structure['distance_correlation']:+.3f}); same row/column {inner_structure['same_row_or_column']:+.3f} "
       f"vs elsewhere {inner_structure['elsewhere']:+.3f}")
+print("C3a is judged on all patches, as written before the run; the interior-only number says how much of the "
+      f"verdict the border decides ({'it would pass' if inner_structure['distance_correlation'] < -0.3 else 'it fails too'} "
+      "without the outer ring).")
 
 # %% [markdown]
 # ## 7. Mean attention distance per head (ViT figure 7, right)
@@ -595,7 +599,9 @@ cost_ratio = compute["low + fine-tune"] / compute["native"]
 acc_low_at_full = test_at(low, H)
 print(f"Low resolution then fine-tuning: {acc_tuned - acc_native:+.2%} against the native model for "
       f"{cost_ratio:.0%} of its compute. The fine-tuning epoch took the low-resolution model, run at {H} px with "
-      f"interpolated embeddings, from {acc_low_at_full:.4f} to {acc_tuned:.4f} (at its own {LOW_SIZE} px it had {acc_low:.4f}).")
+      f"interpolated embeddings, from {acc_low_at_full:.4f} to {acc_tuned:.4f}. At its own {LOW_SIZE} px it had "
+      f"{acc_low:.4f}, {acc_low - acc_native:+.2%} from the native model for {flops[LOW_SIZE] / flops[H]:.0%} of its "
+      f"compute: what falls short is the brief move to {H} px, not the low-resolution training.")
 
 # %% [markdown]
 # Going from `LOW_SIZE` to the full size changes more than the number of patches: a 4x4-pixel patch
@@ -664,6 +670,11 @@ zoomed = {name: [evaluate(net, zoomed_test_loader(f, LOW_SIZE))["acc"] for f in 
 for name, accs_f in zoomed.items():
     print(f"{name:20s} at {LOW_SIZE} px, central share of the side: "
           + "  ".join(f"{f:.1f}: {a:.4f}" for f, a in zip(FRACTIONS, accs_f)))
+print(f"At {FRACTIONS[2]:.1f} of the side the RandomResizedCrop model loses "
+      f"{100 * (zoomed['RandomResizedCrop'][0] - zoomed['RandomResizedCrop'][2]):.1f} percentage points, the control "
+      f"{100 * (zoomed['translations only'][0] - zoomed['translations only'][2]):.1f}: zooming crops make a model tolerant of "
+      "scale. (FixRes's gains were measured on CNNs with global pooling; a ViT also has to map its patches to new "
+      "positions.)")
 best = {name: FRACTIONS[max(range(len(FRACTIONS)), key=accs_f.__getitem__)] for name, accs_f in zoomed.items()}
 print(f"Best zoom: {best['RandomResizedCrop']:.1f} of the side for the RandomResizedCrop model, "
       f"{best['translations only']:.1f} for the control. "
@@ -687,7 +698,7 @@ print(f"Best zoom: {best['RandomResizedCrop']:.1f} of the side for the RandomRes
 # random and is learned from data (section 6).
 #
 # A direct way to see it: remove the position embedding and shuffle the patches. The model cannot
-# tell the difference: its output is exactly the same (a bag of patches).
+# tell the difference: its output is the same up to floating-point rounding (a bag of patches).
 
 # %%
 bag = copy.deepcopy(model).eval()
@@ -747,15 +758,15 @@ print("(minutes are this machine's, measured while it did other work: compare th
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for (name, accs_k), marker in zip(shift_acc.items(), "os"):
     ax.plot(SHIFTS, accs_k, marker=marker, label=name)
-ax.axvline(max(R.augment.get("crop_padding", 0), 0.01), color="gray", ls=":", label="largest shift seen in training")
+ax.axvline(max(R.augment.get("crop_padding", 0), 0.01), color="gray", ls=":", label="largest shift in the ViT's training")
 ax.set(xlabel="shift of the test images (pixels)", ylabel="test accuracy", title="Accuracy on shifted test images")
 ax.legend()
 plt.show()
 for name, accs_k in shift_acc.items():
     print(f"{name:10s} " + "  ".join(f"{k} px {a:.4f}" for k, a in zip(SHIFTS, accs_k)))
 drop = {name: accs_k[0] - accs_k[-1] for name, accs_k in shift_acc.items()}
-print(f"From 0 to {SHIFTS[-1]} px (a shift of {SHIFTS[-1] / cfg.patch_size:g} patch) the ViT loses {drop['ViT']:.2%} "
-      f"and the ResNet {drop[R_CNN.model]:.2%} of accuracy. Training shifts: ViT up to "
+print(f"From 0 to {SHIFTS[-1]} px (a shift of {SHIFTS[-1] / cfg.patch_size:g} patch) the ViT loses {100 * drop['ViT']:.1f} "
+      f"percentage points of accuracy and the ResNet {100 * drop[R_CNN.model]:.1f}. Training shifts: ViT up to "
       f"{R.augment.get('crop_padding', 0)} px, ResNet up to {R_CNN.augment.get('crop_padding', 0)} px"
       f"{' with flips' if R_CNN.augment.get('flip') else ''}.")
 
