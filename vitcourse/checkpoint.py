@@ -101,8 +101,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None, epoch: int = 0,
-                    history: list | None = None, extra: dict | None = None) -> Path:
-    """Write everything needed to resume after ``epoch`` finished epochs, atomically."""
+                    history: list | None = None, extra: dict | None = None, position: dict | None = None) -> Path:
+    """Write everything needed to resume after ``epoch`` finished epochs, atomically; ``position``
+    says where a save inside the next epoch stands (its step, running sums and the loader's state)."""
     state = {
         "model": model.state_dict(),
         "model_class": type(model).__name__,
@@ -111,6 +112,8 @@ def save_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None,
         "rng": rng_state(),
         "extra": extra or {},
     }
+    if position is not None:
+        state["position"] = position
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None:
             state[name] = obj.state_dict()

@@ -7,7 +7,7 @@ whether the claim held. The notebook computes ``holds`` from its measurements; n
     claims.show()
 
 ``show`` prints the table and saves it as markdown and JSON under ``$VITCOURSE_CLAIMS_DIR``
-(default ``runs/claims``); ``make course`` gathers them into ``build/claims.md``.
+(default ``runs_root()/claims``); ``make course`` gathers them into ``build/claims.md``.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ._io import atomic_write_json, atomic_write_text
 from .runtime import profile
+from .workspace import runs_root
 
 
 # Two-sided 95% critical values of Student's t by degrees of freedom: with a handful of seeds the
@@ -66,7 +67,7 @@ class Claims:
         """Print the table and save it (markdown and JSON) for ``make course``."""
         text = self.markdown()
         print(text)
-        folder = Path(os.environ.get("VITCOURSE_CLAIMS_DIR", "runs/claims"))
+        folder = Path(os.environ.get("VITCOURSE_CLAIMS_DIR") or runs_root() / "claims")
         atomic_write_text(text + "\n", folder / f"{self.chapter}.md")
         atomic_write_json({"chapter": self.chapter, "profile": profile(),
                            "claims": [asdict(r) for r in self.rows]}, folder / f"{self.chapter}.json")

@@ -94,14 +94,14 @@ def recipe(name: str, profile_name: str | None = None) -> Recipe:
     return RECIPES[name][p]
 
 
-def recipe_run_dir(r: Recipe, train, *, name: str, seed: int = 0, root="runs"):
+def recipe_run_dir(r: Recipe, train, *, name: str, seed: int = 0, root=None):
     """The folder where ``train_recipe(r, train, name=name, seed=seed)`` keeps its run: a notebook can
     ask whether another chapter's model has been trained (``(folder / "checkpoint.pt").exists()``)."""
     from .study import run_dir
     return run_dir(name, {**r.to_dict(), "data": train.name, "train_images": len(train), "seed": seed}, root=root)
 
 
-def train_recipe(r: Recipe, train, test=None, *, name: str, seed: int = 0, root="runs", progress: bool = True,
+def train_recipe(r: Recipe, train, test=None, *, name: str, seed: int = 0, root=None, progress: bool = True,
                  device=None):
     """Train ``r``'s model on ``train`` with ``r``'s settings, checkpointed under
     ``run_dir(name, {recipe, data})``: the same call in another notebook finds the same run (finished:

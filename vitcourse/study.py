@@ -19,6 +19,7 @@ from typing import Callable
 
 from ._io import atomic_write_json
 from .runtime import profile
+from .workspace import runs_root
 
 
 def run_key(config: dict) -> str:
@@ -29,11 +30,12 @@ def run_key(config: dict) -> str:
     return f"{slug}-{hashlib.sha1(canonical.encode()).hexdigest()[:8]}"
 
 
-def run_dir(name: str, config: dict, root="runs") -> Path:
-    """The folder of one run, from its config: ``root/name/<profile>/<run_key(config)>``, e.g. for
-    ``fit(..., checkpoint=run_dir("03_vit", config) / "checkpoint.pt")``. Changing a knob in
-    ``config`` gives a new folder beside the old one; the same config finds its run again."""
-    return Path(root) / name / profile() / run_key(config)
+def run_dir(name: str, config: dict, root=None) -> Path:
+    """The folder of one run, from its config: ``root/name/<profile>/<run_key(config)>``, ``root``
+    defaulting to ``runs_root()``, e.g. for ``fit(..., checkpoint=run_dir("03_vit", config) /
+    "checkpoint.pt")``. Changing a knob in ``config`` gives a new folder beside the old one; the same
+    config finds its run again."""
+    return Path(root if root is not None else runs_root()) / name / profile() / run_key(config)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -50,15 +52,22 @@ def _read_record(path: Path) -> dict | None:
 
 
 class Study:
-    """Runs stored under ``root/name/<profile>/`` (a smoke run never stands in for a cpu or gpu one)."""
+    """Runs stored under ``root/name/<profile>/`` (a smoke run never stands in for a cpu or gpu one),
+    ``root`` defaulting to ``runs_root()``."""
 
-    def __init__(self, name: str, root="runs"):
+    def __init__(self, name: str, root=None):
         self.name = name
-        self.folder = Path(root) / name / profile()
+        self.folder = Path(root if root is not None else runs_root()) / name / profile()
         self.asked: list[dict] = []  # the configs this object was asked to run, in order
 
     def path(self, config: dict) -> Path:
+        """The record of ``config``'s run (JSON)."""
         return self.folder / f"{run_key(config)}.json"
+
+    def checkpoint(self, config: dict) -> Path:
+        """Where ``config``'s run keeps its training checkpoint, for ``fit(..., checkpoint=...)``: a run
+        cut off by a disconnect resumes from it when the notebook runs again."""
+        return self.folder / run_key(config) / "checkpoint.pt"
 
     def run(self, config: dict, fn: Callable[[dict], dict]) -> dict:
         """The stored record for ``config`` if it finished before, else ``fn(config)`` stored."""

@@ -3,13 +3,14 @@
 AdamW with decoupled weight decay (on weights, not on norms, biases or embeddings), a linear warm-up
 then cosine decay stepped per batch, label smoothing and soft targets (MixUp/CutMix), gradient
 clipping, the precision policy of ``vitcourse.runtime``, optional ``torch.compile``, and atomic
-checkpoints after every epoch from which a run resumes exactly.
+checkpoints after every epoch and every few minutes inside one, from which a run resumes exactly.
 
 Command line: ``python -m vitcourse.train --model resnet20 --dataset fashion_mnist --epochs 5 --out runs/r20``.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -172,7 +173,8 @@ def predict(model: nn.Module, loader, device=None) -> tuple[torch.Tensor, torch.
 def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.05,
         warmup_epochs: float = 0.0, label_smoothing: float = 0.0, grad_clip: float | None = 1.0,
         betas=(0.9, 0.999), compile: bool = False, checkpoint=None, resume: bool = True,
-        loss_fn=None, progress: bool = True, on_epoch_end=None, device=None, val_name: str = "val") -> History:
+        checkpoint_minutes: float | None = 5.0, loss_fn=None, progress: bool = True, on_epoch_end=None,
+        device=None, val_name: str = "val") -> History:
     """Train ``model`` on ``train`` (re-iterable (inputs, targets) batches with a len()) for ``epochs``.
 
     ``val``: a loader evaluated after every epoch, recorded as ``<val_name>_loss`` / ``<val_name>_acc``
@@ -182,6 +184,10 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
     same run continues from it (a finished run returns its history at once); a checkpoint of a
     different run is an error naming what differs. ``vitcourse.study.run_dir`` gives each config
     its own folder.
+    ``checkpoint_minutes``: inside an epoch, the checkpoint is also written every this many minutes
+    of training (None: at epoch ends only; 0: after every step), with the loader's position, so a
+    run of one long epoch (``FixedSteps``) cut off by a disconnect loses at most that much. Resuming
+    from such a save ends with exactly the weights of an uninterrupted run.
     ``loss_fn(outputs, targets, inputs)`` replaces the default label-smoothed cross-entropy, e.g.
     for distillation; it runs under the precision policy's autocast, like the model.
     ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint.
@@ -208,18 +214,29 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
     mixed = getattr(train, "mixes_targets", False)
     notes = [f"label smoothing {label_smoothing:g}" if label_smoothing else "", "mixed targets" if mixed else ""]
     history, start = History(val_name=val_name, train_loss_note=" and ".join(n for n in notes if n)), 0
+    position = None  # where a save inside an epoch left off
     if checkpoint is not None and resume and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                 check=lambda st: check_fingerprint(st, fingerprint, checkpoint))
-        history.epochs, start = list(state["history"]), state["epoch"]
+        history.epochs, start, position = list(state["history"]), state["epoch"], state.get("position")
     if compile:
         model.compile()  # in place: state_dict keys stay plain, checkpoints stay portable
     criterion = loss_fn or (lambda out, tgt, inp: cross_entropy(out, tgt, label_smoothing))
     unit = getattr(train, "unit", "samples")
     refresh = max(1, steps_per_epoch // 10)  # host syncs for the progress bar: ~10 per epoch
     # One bar for the whole run (a live widget in Jupyter), and one printed line per epoch.
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start * steps_per_epoch, desc="training",
+    first_step = position["step"] if position else 0
+    bar = tqdm(total=epochs * steps_per_epoch, initial=start * steps_per_epoch + first_step, desc="training",
                disable=not progress or start >= epochs, unit="step", mininterval=1.0)
+    save_every = None if checkpoint is None or checkpoint_minutes is None else 60.0 * checkpoint_minutes
+    last_save = time.perf_counter()
+
+    def save(epoch_done: int, position=None):
+        nonlocal last_save
+        save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        epoch=epoch_done, history=history.epochs, extra={"fingerprint": fingerprint},
+                        position=position)
+        last_save = time.perf_counter()
 
     for epoch in range(start, epochs):
         model.train()
@@ -229,7 +246,17 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
         correct = torch.zeros((), device=dev, dtype=torch.long)
         count = torch.zeros((), device=dev, dtype=torch.long)
         seen, t0 = 0, time.perf_counter()
-        for step, (inputs, targets) in enumerate(train):
+        batches, first = train, 0
+        if position is not None:  # continue the epoch a save inside it left off
+            first = position["step"]
+            loss_sum, correct, count = (position[k].to(dev) for k in ("loss_sum", "correct", "count"))
+            seen, t0 = position["seen"], t0 - position["seconds"]
+            if position.get("loader") is not None:
+                train.load_state_dict(position["loader"])
+            else:  # a loader that cannot say where it stood: regenerate its epoch, drop what was used
+                batches = itertools.islice(train, first, None)
+            position = None
+        for step, (inputs, targets) in enumerate(batches, start=first):
             inputs, targets = _to(inputs, dev), _to(targets, dev)
             with policy.autocast(dev.type):
                 outputs = _call(model, inputs)
@@ -259,6 +286,11 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
                 bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} loss {float(loss_sum) / n:.3f} "
                                     f"acc {int(correct) / n:.3f} {seen / (time.perf_counter() - t0):.0f} {unit}/s",
                                     refresh=False)
+            if (save_every is not None and step + 1 < steps_per_epoch
+                    and time.perf_counter() - last_save >= save_every):
+                save(epoch, {"step": step + 1, "loss_sum": loss_sum, "correct": correct, "count": count,
+                             "seen": seen, "seconds": time.perf_counter() - t0,
+                             "loader": train.state_dict() if hasattr(train, "state_dict") else None})
         n = max(int(count), 1)  # one sync per epoch
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / n, "train_acc": int(correct) / n,
@@ -270,8 +302,7 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                            epoch=epoch + 1, history=history.epochs, extra={"fingerprint": fingerprint})
+            save(epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
     bar.close()

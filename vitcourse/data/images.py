@@ -50,7 +50,8 @@ class ImageData:
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Where data sets and the tensor cache live: ``root``, ``$VITCOURSE_DATA``, else ``~/.cache/vitcourse``."""
+    """Where data sets and the tensor cache live: ``root``, ``$VITCOURSE_DATA`` (which ``setup()`` points
+    at Google Drive on Colab), else ``~/.cache/vitcourse``."""
     return Path(root or os.environ.get("VITCOURSE_DATA") or Path.home() / ".cache" / "vitcourse")
 
 

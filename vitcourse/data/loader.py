@@ -9,7 +9,10 @@ Randomness: crop offsets and flips are drawn per sample. RandAugment (torchvisio
 draws one op sequence per call, so it is applied per *group* of ``randaugment_group`` samples.
 MixUp/CutMix (torchvision.transforms.v2) draw one mixing coefficient per batch, as in the papers.
 Everything comes from generators seeded with (seed, epoch): the same seed gives the same batches,
-and ``set_epoch(k)`` reproduces epoch k exactly, which is how training resumes exactly.
+and ``set_epoch(k)`` reproduces epoch k exactly, which is how training resumes exactly. Inside an
+epoch, ``state_dict()`` says where the iteration stands (the next batch and the generators' states)
+and ``load_state_dict`` makes the next iteration continue from there, bit for bit, without
+regenerating the batches already used: how ``fit`` resumes from a save in the middle of an epoch.
 """
 from __future__ import annotations
 
@@ -126,6 +129,8 @@ class DeviceLoader:
         self.randaugment = self._make_randaugment() if randaugment else None
         self.mix = self._make_mix(mixup_alpha, cutmix_alpha)
         self.epoch = 0
+        self._live = None    # (epoch, next batch, device generator, host generator) of the iteration in progress
+        self._resume = None  # a state_dict() to continue from at the next iteration
         self.settings = dict(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                              crop_padding=crop_padding, flip=flip, mixup_alpha=mixup_alpha,
                              cutmix_alpha=cutmix_alpha, randaugment=randaugment,
@@ -169,7 +174,19 @@ class DeviceLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``'s order and augmentations."""
-        self.epoch = epoch
+        self.epoch, self._resume = epoch, None
+
+    def state_dict(self) -> dict:
+        """Where the iteration in progress stands: its epoch, the next batch, and the states of the
+        random generators after the batches already yielded (tensors: saved with the checkpoint)."""
+        if self._live is None:
+            return {"epoch": self.epoch, "batch": 0}
+        epoch, batch, gen, host = self._live
+        return {"epoch": epoch, "batch": batch, "gen": gen.get_state(), "host": host.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make the next iteration continue the one ``state`` was taken from, at its next batch."""
+        self.epoch, self._resume = state["epoch"], (state if state.get("batch") else None)
 
     def _torchvision_random(self, host: torch.Generator):
         """torchvision's v2 transforms draw from the global RNG: run them in a forked, seeded one."""
@@ -179,14 +196,20 @@ class DeviceLoader:
         return ctx, seed
 
     def __iter__(self):
-        seed = self.seed * 1_000_003 + self.epoch
+        epoch, resume, self._resume = self.epoch, self._resume, None
+        seed = self.seed * 1_000_003 + epoch
         gen = torch.Generator(device=self.device).manual_seed(seed)  # on-device draws
         host = torch.Generator().manual_seed(seed)                   # host-side draws (torchvision)
         n = len(self.data)
         order = (torch.randperm(n, generator=gen, device=self.device) if self.shuffle
                  else torch.arange(n, device=self.device))
+        first = 0
+        if resume is not None:  # continue a saved iteration: same order, generators where they were
+            first = resume["batch"]
+            gen.set_state(resume["gen"])
+            host.set_state(resume["host"])
         stop = n - n % self.batch_size if self.drop_last else n
-        for start in range(0, stop, self.batch_size):
+        for batch, start in enumerate(range(first * self.batch_size, stop, self.batch_size), start=first):
             idx = order[start:start + self.batch_size]
             x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
             if self.randaugment is not None:
@@ -206,8 +229,10 @@ class DeviceLoader:
                 with ctx:
                     torch.manual_seed(s)
                     x, y = self.mix(x, y)
+            self._live = (epoch, batch + 1, gen, host)
             yield x, y
-        self.epoch += 1
+        self._live = None
+        self.epoch = epoch + 1
 
 
 class _LoaderWrapper:
@@ -234,6 +259,13 @@ class _LoaderWrapper:
     def describe(self) -> dict:
         return self.loader.describe() if hasattr(self.loader, "describe") else {}
 
+    def state_dict(self) -> dict | None:
+        """The inner loader's position (None when it cannot say: ``fit`` then skips batches instead)."""
+        return self.loader.state_dict() if hasattr(self.loader, "state_dict") else None
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+
 
 class FixedSteps(_LoaderWrapper):
     """Exactly ``steps`` batches per epoch, taken from ``loader``'s epochs one after another.
@@ -250,30 +282,52 @@ class FixedSteps(_LoaderWrapper):
             raise ValueError(f"steps must be at least 1, got {steps}")
         super().__init__(loader)
         self.steps, self.epoch = steps, 0
+        self._produced = 0     # batches of the epoch in progress already yielded
+        self._resume = None
 
     def __len__(self) -> int:
         return self.steps
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self._resume = epoch, None
 
     def describe(self) -> dict:
         return {**super().describe(), "steps_per_epoch": self.steps}
 
+    def state_dict(self) -> dict:
+        """This epoch and the batches of it already yielded, with the inner loader's position."""
+        inner = self.loader.state_dict() if hasattr(self.loader, "state_dict") else None
+        return {"epoch": self.epoch, "produced": self._produced, "inner": inner}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._resume = state["epoch"], state
+
     def __iter__(self):
-        inner_epoch, skip = divmod(self.epoch * self.steps, len(self.loader))
-        produced = 0
+        resume, self._resume = self._resume, None
+        produced = resume["produced"] if resume else 0
+        inner_epoch, skip = divmod(self.epoch * self.steps + produced, len(self.loader))
+        inner_state = resume.get("inner") if resume else None
+        if skip and inner_state is not None and hasattr(self.loader, "load_state_dict"):
+            skip = 0  # the inner loader continues where it was, without regenerating batches
+        else:
+            inner_state = None
+        self._produced = produced
         while produced < self.steps:
             self.loader.set_epoch(inner_epoch)
+            if inner_state is not None:
+                self.loader.load_state_dict(inner_state)
+                inner_state = None
             for batch in self.loader:
-                if skip:  # only after a resume: regenerate and drop the batches already used
+                if skip:  # an epoch that starts inside an inner epoch: regenerate and drop the batches used
                     skip -= 1
                     continue
-                yield batch
                 produced += 1
+                self._produced = produced
+                yield batch
                 if produced == self.steps:
                     break
             inner_epoch += 1
+        self._produced = 0
         self.epoch += 1
 
 
