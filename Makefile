@@ -1,4 +1,5 @@
 # make lab | make test | make course PROFILE=smoke|cpu|gpu | make bench | make bench-accuracy
+# make colab REPO=owner/name BRANCH=main
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= smoke
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup lab test course clean
+.PHONY: setup lab test course clean colab
 
 # The virtual environment, with the package installed editable with its dev extras.
 $(STAMP): pyproject.toml
@@ -36,6 +37,13 @@ course: $(STAMP)
 	  $(VENV)/bin/jupyter nbconvert --to html --output-dir build build/$$(basename $$nb); \
 	done
 	$(PY) -m vitcourse.claims build/claims build/claims.md
+
+# Point the course at a GitHub repository and branch: pyproject's address, every notebook's setup cell
+# and Colab badge (both halves of each pair) and the README's Colab table (bin/colab).
+REPO ?=
+BRANCH ?=
+colab: $(STAMP)
+	$(PY) bin/colab $(if $(REPO),--repo $(REPO)) $(if $(BRANCH),--branch $(BRANCH))
 
 clean:
 	rm -rf build notebooks/runs runs

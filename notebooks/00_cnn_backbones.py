@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 00 · CNN backbones: the inductive bias that the Vision Transformer gives up
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/00_cnn_backbones.ipynb)
+#
 # **Learning goals**
 # 1. Know how the course runs: profiles, data on the device, the trainer, claims tables.
 # 2. Compute a convolution over channels by hand; predict output sizes from kernel, stride and padding.
@@ -38,19 +40,25 @@
 # Fashion-MNIST, minutes) and `gpu` (Colab: CIFAR-10, the real experiments). Data sets are held as
 # one uint8 tensor on the device (`vitcourse.data.DeviceLoader`), so augmentation runs batched on the
 # GPU. `vitcourse.train.fit` trains anything with AdamW, warm-up + cosine and the right precision for
-# the GPU, checkpointing every epoch so a Colab disconnect loses nothing. Each chapter ends with a
-# claims table computed from the numbers it measured.
+# the GPU, checkpointing at every epoch's end and every 5 minutes inside one, so a Colab disconnect
+# loses minutes, not runs. Every run, study record and checkpoint goes under `vitcourse.runs_root()`
+# (on Colab, your Google Drive after the setup cell). Each chapter ends with a claims table computed
+# from the numbers it measured.
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
 import inspect

@@ -7,6 +7,8 @@
 # %% [markdown]
 # # 01 · Sequence to sequence, the context bottleneck, and attention
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/01_seq2seq_attention.ipynb)
+#
 # A translation model reads a sentence and writes another. The first neural ones (Sutskever et al.
 # 2014; Cho et al. 2014) compress the whole input into **one fixed-size context vector** and
 # decode from it. Bahdanau, Cho and Bengio (2015) let the decoder **look back at every input word**
@@ -24,19 +26,21 @@
 # where the fixed-context model collapses.*
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import torch
 
@@ -45,6 +49,7 @@ from vitcourse.claims import Claims
 from vitcourse.data import SequenceLoader, make_task
 from vitcourse.models import create_model
 from vitcourse.models.seq2seq import exact_match_by_bin, exact_match_by_length, length_bins
+from vitcourse.study import run_dir
 from vitcourse.nn import AdditiveAttention, dot_product_attention, padding_mask
 from vitcourse.train import fit
 
@@ -219,10 +224,11 @@ results = {}
 for name in ("seq2seq_context", "seq2seq_attention"):
     torch.manual_seed(0)
     model = create_model(name, vocab_size=task.vocab_size, hidden=HIDDEN)
-    t0 = time.perf_counter()
+    run = run_dir("01_seq2seq", {"model": name, "task": "reverse", "max_len": MAX_LEN, "n_train": N_TRAIN,
+                                 "epochs": EPOCHS, "lr": LR, "hidden": HIDDEN, "batch": BATCH})  # found on a re-run
     history = fit(model, train_loader, test_loader, epochs=EPOCHS, lr=LR, weight_decay=0.0,
-                  warmup_epochs=0.5, device=DEVICE, val_name="test")
-    seconds = time.perf_counter() - t0
+                  warmup_epochs=0.5, device=DEVICE, val_name="test", checkpoint=run / "checkpoint.pt")
+    seconds = sum(e["seconds"] for e in history.epochs)  # training time, also when the run is loaded
     lengths, correct = exact_match_by_length(model, test_loader)
     results[name] = dict(model=model, history=history, seconds=seconds, lengths=lengths, correct=correct)
     print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters, {seconds:.0f} s, "

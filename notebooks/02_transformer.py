@@ -7,6 +7,8 @@
 # %% [markdown]
 # # 02 · The Transformer: attention is all you need
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/02_transformer.ipynb)
+#
 # Chapter 01 bolted attention onto an RNN. Vaswani et al. (2017) drop the RNN: every layer is
 # **self-attention** (each word attends to all the words of its own sentence) plus a small MLP,
 # wrapped in residual connections and LayerNorm. Nothing is sequential within a layer, so a whole
@@ -27,15 +29,19 @@
 # wall-clock time; post-LN is less stable than pre-LN at a high learning rate without warm-up.*
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
 import math

@@ -7,6 +7,8 @@
 # %% [markdown]
 # # 03 · The Vision Transformer
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/03_vision_transformer.ipynb)
+#
 # Dosovitskiy et al. (2021) took the Transformer encoder of chapter 02, changed almost nothing, and
 # fed it an image cut into patches: *an image is worth 16x16 words*. This chapter builds that model,
 # checks it against torchvision's and timm's, trains one from scratch, and then opens it up.
@@ -29,15 +31,19 @@
 # resolution results.
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
 

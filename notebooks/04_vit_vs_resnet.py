@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 04 · ViT against ResNet: data, augmentation, hybrids and transfer
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/04_vit_vs_resnet.ipynb)
+#
 # Chapter 03 ended with a warning: a ViT builds in almost none of a CNN's assumptions about images
 # (locality, the 2-D neighbourhood, translation equivariance), so it has to learn them from data. The
 # ViT paper measured what that costs (Dosovitskiy et al. 2021, figures 3-4; source 001): pre-trained on
@@ -36,15 +38,19 @@
 # augmentation + regularisation lift ViT; pre-trained ViT transfers far above training from scratch.*
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
 import time
@@ -186,7 +192,7 @@ plt.show()
 # tenths of a point are within the noise.
 
 # %%
-def train_run(config: dict) -> dict:
+def train_run(config: dict, checkpoint=None) -> dict:
     """Train one model (a recipe name) on one fraction for a fixed number of steps; score it."""
     r = recipe(config["model"])
     data = train_data if config["fraction"] == 1.0 else D.subset(train_data, config["fraction"], seed=SEED)
@@ -197,7 +203,7 @@ def train_run(config: dict) -> dict:
     model = r.build(data, **config.get("model_args", {}))
     fit_args = {**r.fit_args(), "warmup_epochs": WARMUP, **config.get("fit", {})}
     t0 = time.perf_counter()
-    fit(model, loader, epochs=1, **fit_args, progress=False, device=DEVICE)
+    fit(model, loader, epochs=1, **fit_args, progress=False, device=DEVICE, checkpoint=checkpoint)
     seconds = time.perf_counter() - t0
     seen = D.subset(data, min(N_TRAIN_EVAL, len(data)), seed=1)
     train_acc = evaluate(model, D.DeviceLoader(seen, 1000, shuffle=False, device=DEVICE))["acc"]
@@ -211,7 +217,8 @@ def run_grid(study: Study, configs: list[dict]) -> list[dict]:
     """Every config of the grid, finished runs read back from disk; one progress bar."""
     records = []
     for config in tqdm(configs, desc=study.name):
-        record = study.run(config, train_run)
+        # checkpointed in the study's folder: a run cut off by a disconnect resumes where it was saved
+        record = study.run(config, lambda c: train_run(c, checkpoint=study.checkpoint(c)))
         records.append({**config, **record["metrics"]})
     return records
 
@@ -451,7 +458,7 @@ def transfer_run(config: dict) -> dict:
     if size != H:
         loader, test = D.Resized(loader, size), D.Resized(test, size)
     fit(model, loader, epochs=1, lr=config["lr"], warmup_epochs=WARMUP, weight_decay=0.05,
-        label_smoothing=0.1, progress=False, device=DEVICE)
+        label_smoothing=0.1, progress=False, device=DEVICE, checkpoint=transfer_study.checkpoint(config))
     return {"metrics": {"test_acc": evaluate(model, test)["acc"]}}
 
 
@@ -497,7 +504,8 @@ def probe_run(config: dict) -> dict:
     model.reset_head(len(task_train.classes)).head.requires_grad_(True)
     loader = D.FixedSteps(D.DeviceLoader(task_train, BATCH, drop_last=True, seed=SEED, device=DEVICE,
                                          **BASE_AUGMENT), config["steps"])
-    fit(model, loader, epochs=1, lr=1e-2, warmup_epochs=WARMUP, weight_decay=0.0, progress=False, device=DEVICE)
+    fit(model, loader, epochs=1, lr=1e-2, warmup_epochs=WARMUP, weight_decay=0.0, progress=False, device=DEVICE,
+        checkpoint=transfer_study.checkpoint(config))
     return {"metrics": {"test_acc": evaluate(model, D.DeviceLoader(task_test, 500, shuffle=False,
                                                                    device=DEVICE))["acc"]}}
 

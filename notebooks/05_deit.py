@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 05 · DeiT: learning from a CNN teacher through a distillation token
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/05_deit.ipynb)
+#
 # Chapter 04 measured the ViT's problem: without a CNN's built-in locality it needs much more data.
 # DeiT (Touvron et al. 2021, "Training data-efficient image transformers & distillation through
 # attention"; source 001) trains a ViT on ImageNet-1k alone and closes the gap with two things: a strong
@@ -35,15 +37,19 @@
 # the class and distillation tokens 74.5 / 81.2.
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
 import time
@@ -241,7 +247,7 @@ def train_student(config: dict) -> dict:
                             label_smoothing=r.label_smoothing)
     t0 = time.perf_counter()
     fit(model, loader, epochs=1, lr=r.lr, weight_decay=r.weight_decay, warmup_epochs=0.1, loss_fn=loss,
-        progress=False, device=DEVICE)
+        progress=False, device=DEVICE, checkpoint=study.checkpoint(config))
     seconds = time.perf_counter() - t0
     models[config["name"], config["steps"]] = model
     save_checkpoint(study.path(config).with_suffix(".pt"), model=model)  # kept for the analysis below

@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 06 · SL-ViT: a ViT for small data sets
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/06_slvit.ipynb)
+#
 # Chapters 04 and 05 fought the ViT's hunger for data from outside the model: more data, augmentation,
 # a CNN teacher. Lee, Lee & Song (2021, "Vision Transformer for Small-Size Datasets"; source 002) change
 # the model instead, in two places, and name the two problems they fix:
@@ -40,15 +42,19 @@
 # patch 4, 100 epochs with strong augmentation).
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
 import math
@@ -217,7 +223,8 @@ def train_variant(config: dict) -> dict:
     loader = D.FixedSteps(D.DeviceLoader(train_data, BATCH, drop_last=True, seed=config["seed"], device=DEVICE,
                                          **r.augment), config["steps"])
     t0 = time.perf_counter()
-    fit(model, loader, epochs=1, **{**r.fit_args(), "warmup_epochs": 0.1}, progress=False, device=DEVICE)
+    fit(model, loader, epochs=1, **{**r.fit_args(), "warmup_epochs": 0.1}, progress=False, device=DEVICE,
+        checkpoint=study.checkpoint(config))
     seconds = time.perf_counter() - t0
     save_checkpoint(study.path(config).with_suffix(".pt"), model=model)   # kept for the analysis below
     return {"metrics": {"test_acc": evaluate(model, test_loader)["acc"], "seconds": seconds,

@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 07 · Swin: attention in shifted windows, features in a pyramid
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vitcourse/vitcourse/blob/main/notebooks/07_swin.ipynb)
+#
 # A ViT keeps one resolution from the first layer to the last, and every token attends to every
 # other: the cost grows with the *square* of the number of tokens, which rules out small patches on
 # large images. CNNs (chapter 00) work the other way: local operations, and a pyramid of feature maps
@@ -39,15 +41,19 @@
 # on CIFAR-10, 76.87 vs 73.81 on CIFAR-100).
 
 # %%
-# Setup: on Colab, install the course package (the preinstalled torch/torchvision are kept).
-COURSE_REPO = "https://github.com/vitcourse/vitcourse"
+# Setup, the same cell in every chapter. On Colab, it installs the course package from the course
+# repository at this notebook's branch (only when it is not installed yet; Colab's own torch,
+# torchvision, numpy and ipywidgets are kept), then vitcourse.setup() mounts Google Drive so that runs
+# survive a runtime reset. Elsewhere it installs and mounts nothing.
+COURSE_REPO, COURSE_BRANCH = "https://github.com/vitcourse/vitcourse", "main"
 try:
     import vitcourse
 except ImportError:
     import subprocess, sys
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{COURSE_REPO}@{COURSE_BRANCH}"],
+                   check=True)
     import vitcourse
-print(vitcourse.environment_report())
+vitcourse.setup()
 
 # %%
 import math
@@ -415,7 +421,8 @@ def train_model(config: dict) -> dict:
     loader = D.FixedSteps(D.DeviceLoader(train_data, BATCH, drop_last=True, seed=config["seed"], device=DEVICE,
                                          **r.augment), config["steps"])
     t0 = time.perf_counter()
-    fit(model, loader, epochs=1, **{**r.fit_args(), "warmup_epochs": 0.1}, progress=False, device=DEVICE)
+    fit(model, loader, epochs=1, **{**r.fit_args(), "warmup_epochs": 0.1}, progress=False, device=DEVICE,
+        checkpoint=study.checkpoint(config))
     seconds = time.perf_counter() - t0
     trained[config["model"]] = model
     save_checkpoint(study.path(config).with_suffix(".pt"), model=model)  # kept for the analysis below

@@ -29,12 +29,13 @@ def test_torch_is_bounded_below_only():
 
 def test_every_notebook_installs_from_the_one_course_url():
     url = PYPROJECT["project"]["urls"]["Repository"]
+    branch = PYPROJECT["tool"]["vitcourse"]["colab-branch"]
     sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
     assert sources, "no notebooks found"
     for src in sources:
-        found = re.findall(r'^COURSE_REPO = "([^"]+)"', src.read_text(), flags=re.M)
-        assert found == [url], f"{src.name}: COURSE_REPO {found} differs from pyproject's {url}"
-        assert "vitcourse.environment_report()" in src.read_text()
+        found = re.findall(r'^COURSE_REPO, COURSE_BRANCH = "([^"]+)", "([^"]+)"', src.read_text(), flags=re.M)
+        assert found == [(url, branch)], f"{src.name}: {found} differs from pyproject's {url} at {branch}"
+        assert re.search(r"^vitcourse\.setup\(\)$", src.read_text(), flags=re.M), f"{src.name} never calls setup()"
 
 
 def test_readme_test_command_is_what_ci_runs():

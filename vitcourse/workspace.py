@@ -59,11 +59,11 @@ def _mount_drive() -> Path:
     return folder
 
 
-def setup(drive: bool | None = None, verbose: bool = True) -> Path:
+def setup(drive: bool | None = None, verbose: bool = True) -> None:
     """The notebooks' first call. On Colab, mount Google Drive once and keep runs and the data cache
     under ``MyDrive/vitcourse`` (``drive=False`` or ``$VITCOURSE_DRIVE=0`` opts out); elsewhere mount
     nothing. Print where runs go and the environment report, and on a runtime without a GPU say how
-    to get one. Returns ``runs_root()``."""
+    to get one. ``runs_root()`` then says where runs go."""
     global _drive_folder
     from .runtime import environment_report, profile
     import torch
@@ -86,4 +86,3 @@ def setup(drive: bool | None = None, verbose: bool = True) -> Path:
                          "gpu profile's. For the gpu profile: Runtime > Change runtime type > T4 GPU > Save, "
                          "then run the notebook again from the top.")
         print("\n".join(lines))
-    return root
