@@ -59,7 +59,9 @@ from vitcourse.models import create_model
 from vitcourse.models.seq2seq import exact_match_by_bin, exact_match_by_length, length_bins
 from vitcourse.nn import (DecoderLayer, EncoderLayer, MultiHeadAttention, causal_mask, dot_product_attention,
                           padding_mask, sinusoidal_table)
-from vitcourse.train import cross_entropy, evaluate, fit
+from vitcourse.checkpoint import load_checkpoint, read_checkpoint
+from vitcourse.study import run_dir
+from vitcourse.train import History, cross_entropy, evaluate, fit
 
 DEVICE = vitcourse.device()
 
@@ -631,12 +633,23 @@ def train_to_target(r, task_r, train_r, val_loader, seed):
         if history.last["val_acc"] >= TARGET_ACC:
             raise ReachedTarget
 
-    try:
-        fit(net, loader, val_loader, epochs=max(1, BUDGET_SENTENCES // (steps * r["batch"])), lr=r["lr"],
-            betas=r["betas"], weight_decay=0.0, warmup_epochs=r["warmup_steps"] / steps,
-            label_smoothing=r["smoothing"], device=DEVICE, on_epoch_end=stop_at_target, progress=False)
-    except ReachedTarget:
-        pass
+    # Checkpointed (a reset Colab VM loses minutes, not the race); the times come from the history.
+    ckpt = run_dir("02_race", {**r, "task": task_r.name, "max_len": MAX_LEN, "n_train": len(train_r), "seed": seed,
+                               "check": CHECK_SENTENCES, "budget": BUDGET_SENTENCES, "target": TARGET_ACC}) / "checkpoint.pt"
+    saved = read_checkpoint(ckpt)["history"] if ckpt.exists() else []
+    if any(e["val_acc"] >= TARGET_ACC for e in saved):  # it reached the target before: load, do not train on
+        load_checkpoint(ckpt, model=net, restore_rng=False)
+        seen_so_far["history"] = History(saved, val_name="val")
+    else:
+        try:
+            fit(net, loader, val_loader, epochs=max(1, BUDGET_SENTENCES // (steps * r["batch"])), lr=r["lr"],
+                betas=r["betas"], weight_decay=0.0, warmup_epochs=r["warmup_steps"] / steps,
+                label_smoothing=r["smoothing"], device=DEVICE, on_epoch_end=stop_at_target, progress=False,
+                checkpoint=ckpt)
+        except ReachedTarget:
+            pass
+        if "history" not in seen_so_far:  # the run had finished its budget before this re-run
+            seen_so_far["history"] = History(read_checkpoint(ckpt)["history"], val_name="val")
     history = seen_so_far["history"]
     seen = [steps * r["batch"] * (k + 1) for k in range(len(history.epochs))]
     seconds = list(np.cumsum([e["seconds"] for e in history.epochs]))   # training time only, no evaluation
