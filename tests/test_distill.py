@@ -99,8 +99,7 @@ def test_a_plain_vit_takes_both_terms_on_its_class_head():
     torch.testing.assert_close(DistillationLoss(teacher, "hard")(out, y, x), expected)
 
 
-def test_deit_conversion_from_timm_matches_logits():
-    timm = pytest.importorskip("timm")
+def test_deit_conversion_from_timm_matches_logits(timm):
     from vitcourse.models.convert import UnsupportedReference, deit_from_timm, vit_from_timm
     torch.manual_seed(0)
     ref = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=7).eval()
