@@ -113,19 +113,42 @@ def test_no_weight_decay_on_norms_biases_and_named_embeddings():
     assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
 
 
-def test_sequence_outputs_ignore_padding():
-    logits = torch.zeros(2, 3, 5)
-    logits[..., 1] = 10.0
-    targets = torch.tensor([[1, 1, -100], [1, -100, -100]])
-    assert cross_entropy(logits, targets).item() < 1e-3
-    loader = [(torch.zeros(2, 1), targets)]
-    model = nn.Module()
-    model.p = nn.Parameter(torch.zeros(1))
-    model.forward = lambda x: logits + model.p
-    assert evaluate(model, loader, device="cpu") == pytest.approx({"loss": cross_entropy(logits, targets).item(), "acc": 1.0})
+class Lookup(nn.Module):
+    """A 'model' whose output for input i is the fixed logits table[i]: known outputs, by hand."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, i):
+        return self.table[i] + self.p
+
+
+def test_sequence_outputs_ignore_padding_and_every_token_counts_once():
+    """evaluate's loss and accuracy are over all counted tokens of all batches (a batch with more
+    tokens weighs more), and padded targets (-100) count for neither."""
+    # Every token's logits are [2, 0, 0] over a vocabulary of 3: predicted class 0.
+    table = torch.tensor([2.0, 0.0, 0.0]).expand(2, 3, 3)
+    targets = [torch.tensor([[0, 2, -100]]), torch.tensor([[1, -100, -100]])]   # 2 tokens, then 1
+    right, wrong = -math.log(math.exp(2) / (math.exp(2) + 2)), -math.log(1 / (math.exp(2) + 2))
+    assert cross_entropy(table[:1], targets[0]).item() == pytest.approx((right + wrong) / 2, rel=1e-6)
+    loader = [(torch.tensor([0]), targets[0]), (torch.tensor([1]), targets[1])]
+    result = evaluate(Lookup(table), loader, device="cpu")
+    assert result["loss"] == pytest.approx((right + 2 * wrong) / 3, rel=1e-6)  # not the mean of batch means
+    assert result["acc"] == pytest.approx(1 / 3)                               # 1 right of 3 counted tokens
+
+
+def _normalised(data):
+    """The split's images normalised by hand with its (train) statistics, as one float tensor."""
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    return (data.images.float() / 255 - mean) / std
 
 
 def test_fit_learns_and_reports_history(tiny_data):
+    """fit's per-epoch record; its val_loss/val_acc are the model's on the whole evaluation set
+    (computed here in one eval-mode pass, not with evaluate), whatever the batching (64 + 16)."""
     torch.manual_seed(0)
     model = create_model("resnet8", num_classes=10, in_channels=3)
     train, test = _loaders(tiny_data)
@@ -133,7 +156,12 @@ def test_fit_learns_and_reports_history(tiny_data):
     first, last = history.epochs[0], history.last
     assert set(last) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"}
     assert last["train_loss"] < first["train_loss"]
-    assert evaluate(model, test)["acc"] == pytest.approx(last["val_acc"])
+    model.eval()
+    with torch.no_grad():
+        logits = model(_normalised(tiny_data[1]))
+    labels = tiny_data[1].labels
+    assert last["val_acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert last["val_loss"] == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
     assert History.from_dict(json.loads(json.dumps(history.to_dict()))).epochs == history.epochs
     fig = history.plot()
     assert fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "epoch"
@@ -149,10 +177,24 @@ def test_loss_hook_sees_outputs_targets_and_inputs(tiny_data):
     assert seen["shapes"] == (torch.Size([32, 10]), torch.Size([32]), torch.Size([32, 3, 16, 16]))
 
 
-def test_soft_targets_train(tiny_data):
-    train, test = _loaders(tiny_data, mixup_alpha=0.5)
-    history = fit(TinyNet(), train, test, epochs=1, progress=False, device="cpu")
-    assert math.isfinite(history.last["train_loss"]) and 0 <= history.last["train_acc"] <= 1
+def test_soft_targets_train_on_the_soft_cross_entropy(tiny_data):
+    """With MixUp the training loss is -sum_c y_c log p_c of the mixed targets, averaged over all images
+    (batches of 48, 48, 48 and 16), and the accuracy counts the class with the largest share."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10))   # no dropout: one deterministic forward
+    train = DeviceLoader(tiny_data[0], 48, mixup_alpha=0.5, seed=2, device="cpu")
+    history = fit(model, train, epochs=1, lr=0.0, progress=False, device="cpu")  # lr 0: the model stays put
+    train.set_epoch(0)
+    loss_sum, correct, soft = 0.0, 0, False
+    with torch.no_grad():
+        for x, y in train:
+            log_p = model(x).log_softmax(1)
+            loss_sum += -(y * log_p).sum().item()
+            correct += (log_p.argmax(1) == y.argmax(1)).sum().item()
+            soft |= bool((y.max(1).values < 0.99).any())
+    assert soft, "MixUp should have mixed some targets"
+    assert history.last["train_loss"] == pytest.approx(loss_sum / 160, rel=1e-5)
+    assert history.last["train_acc"] == pytest.approx(correct / 160)
 
 
 def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
@@ -166,7 +208,10 @@ def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
     with pytest.raises(SystemExit):  # refuses to overwrite a run without --resume
         main(args)
     assert "--resume" in capsys.readouterr().err
-    main(args + ["--resume"])  # finished: resumes to the end at once
+    saved = (out / "checkpoint.pt").read_bytes()
+    again = main(args + ["--resume"])  # finished: resumes to the end at once, nothing trained again
+    assert again["history"] == result["history"]            # the same record, its timings included
+    assert (out / "checkpoint.pt").read_bytes() == saved
 
 
 def test_unknown_model_name_suggests():
