@@ -41,14 +41,20 @@ def test_same_seed_same_batches_new_epoch_new_order(data):
 
 
 def test_crop_and_flip_are_drawn_per_sample():
+    """Random crops and flips differ within a batch; a flip is the left-right mirror, nothing else."""
     one = synthetic("train", n=1)
     same = replace(one, images=one.images.repeat(256, 1, 1, 1), labels=one.labels.repeat(256))
     (x, _), = DeviceLoader(same, 256, shuffle=False, crop_padding=4, device="cpu")
     distinct = {tuple(v.flatten()[::7].tolist()) for v in x}
     assert len(distinct) > 30, "identical images should get different crops within one batch"
     (x, _), = DeviceLoader(same, 256, shuffle=False, flip=True, device="cpu")
-    flipped = torch.tensor([torch.equal(v, x[0]) for v in x])
-    assert 50 < flipped.sum() < 206  # about half match the first image, half are its mirror
+    (plain, _), = DeviceLoader(same, 256, shuffle=False, device="cpu")
+    original, mirror = plain[0], plain[0].flip(-1)                # left-right: the last (width) axis
+    assert not torch.equal(original, mirror)
+    kept = torch.tensor([torch.equal(v, original) for v in x])
+    mirrored = torch.tensor([torch.equal(v, mirror) for v in x])
+    assert (kept | mirrored).all(), "every image is either the original or its left-right mirror"
+    assert 50 < kept.sum() < 206  # about half of each
 
 
 def test_random_crop_moves_content_by_at_most_the_padding():
@@ -122,3 +128,4 @@ def test_crop_scale_in_the_loader_and_its_errors(data):
     with pytest.raises(ValueError, match="set crop_scale too"):
         DeviceLoader(data, 50, crop_size=20, device="cpu")
     assert "crop_scale" not in DeviceLoader(data, 50, device="cpu").describe()
+
