@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 from vitcourse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from vitcourse.data import DeviceLoader, synthetic
+from vitcourse.data import DeviceLoader, FixedSteps, synthetic
 from vitcourse.models import create_model
-from vitcourse.train import History, cross_entropy, evaluate, fit, main, param_groups, warmup_cosine
+from vitcourse.train import History, cross_entropy, evaluate, fit, main, param_groups, predict, warmup_cosine
 
 
 class TinyNet(nn.Module):
@@ -35,33 +35,141 @@ def _loaders(tiny_data, **kw):
             DeviceLoader(test, 64, shuffle=False, device="cpu"))
 
 
-def test_resumed_run_ends_with_exactly_the_same_weights(tiny_data, tmp_path):
-    kw = dict(epochs=3, lr=3e-3, warmup_epochs=0.5, label_smoothing=0.1, progress=False, device="cpu")
+class Disconnect(Exception):
+    pass
+
+
+def _straight_and_resumed(loaders, ckpt, **kw):
+    """The same run twice from seed 0: straight through, and interrupted after epoch 1 (Colab drops the
+    session once epoch 1's checkpoint is written) then resumed in a 'fresh process' (another RNG
+    state, a newly initialised model, new loaders). Returns (straight model, resumed model, history)."""
     torch.manual_seed(0)
     straight = TinyNet()
-    fit(straight, *_loaders(tiny_data), **kw)
-
-    class Disconnect(Exception):
-        pass
+    fit(straight, *loaders(), **kw)
 
     def stop_after_first(epoch, history):
         if epoch == 1:
-            raise Disconnect  # Colab drops the session after epoch 1's checkpoint is written
+            raise Disconnect
 
     torch.manual_seed(0)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
     with pytest.raises(Disconnect):
-        fit(TinyNet(), *_loaders(tiny_data), checkpoint=ckpt, on_epoch_end=stop_after_first, **kw)
-    torch.manual_seed(123)  # a fresh process: different RNG, a newly initialised model
+        fit(TinyNet(), *loaders(), checkpoint=ckpt, on_epoch_end=stop_after_first, **kw)
+    torch.manual_seed(123)
     resumed = TinyNet()
-    history = fit(resumed, *_loaders(tiny_data), checkpoint=ckpt, **kw)
+    history = fit(resumed, *loaders(), checkpoint=ckpt, **kw)
+    return straight, resumed, history
+
+
+def _assert_same_weights(a, b, what="after resume"):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), f"{name} differs {what}"
+
+
+def test_resumed_run_ends_with_exactly_the_same_weights(tiny_data, tmp_path):
+    kw = dict(epochs=3, lr=3e-3, warmup_epochs=0.5, label_smoothing=0.1, progress=False, device="cpu")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    straight, resumed, history = _straight_and_resumed(lambda: _loaders(tiny_data), ckpt, **kw)
     assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), f"{name} differs after resume"
+    _assert_same_weights(straight, resumed)
     # A finished run is not trained again.
     before = {k: v.clone() for k, v in resumed.state_dict().items()}
     again = fit(resumed, *_loaders(tiny_data), checkpoint=ckpt, **kw)
     assert len(again.epochs) == 3 and all(torch.equal(before[k], v) for k, v in resumed.state_dict().items())
+
+
+def test_resume_with_fixed_steps_mixup_and_randaugment_is_exact(tiny_data, tmp_path):
+    """FixedSteps (7 steps per epoch from a 5-batch loader: epoch 2 starts inside the loader's second
+    epoch), MixUp and RandAugment: the interrupted and resumed run ends with the straight run's weights."""
+    def loaders():
+        inner = DeviceLoader(tiny_data[0], 32, mixup_alpha=0.4, randaugment=True, randaugment_group=8, seed=5,
+                             device="cpu")
+        return FixedSteps(inner, steps=7), DeviceLoader(tiny_data[1], 64, shuffle=False, device="cpu")
+    kw = dict(epochs=3, lr=3e-3, warmup_epochs=0.5, progress=False, device="cpu")
+    straight, resumed, history = _straight_and_resumed(loaders, tmp_path / "run" / "checkpoint.pt", **kw)
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
+    _assert_same_weights(straight, resumed)
+
+
+def test_resume_false_trains_from_scratch_over_an_existing_checkpoint(tiny_data, tmp_path):
+    """resume=False ignores a finished run's checkpoint (even of the very same run), trains all epochs
+    from the model it is given, and replaces the checkpoint with the new run."""
+    kw = dict(epochs=2, lr=3e-3, progress=False, device="cpu")
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.manual_seed(0)
+    fit(TinyNet(), *_loaders(tiny_data), checkpoint=ckpt, **kw)
+    torch.manual_seed(1)
+    fresh = TinyNet()
+    history = fit(fresh, *_loaders(tiny_data), checkpoint=ckpt, resume=False, **kw)
+    torch.manual_seed(1)
+    alone = TinyNet()
+    fit(alone, *_loaders(tiny_data), **kw)                   # the same run without any checkpoint
+    assert [e["epoch"] for e in history.epochs] == [1, 2]
+    _assert_same_weights(alone, fresh, "from a run that ignored the old checkpoint")
+    stored = load_checkpoint(ckpt, model=TinyNet())
+    assert stored["history"] == history.epochs
+
+
+def test_predict_gives_argmax_classes_and_targets_in_order_in_eval_mode():
+    """predict: the class with the largest logit (of the first output of a tuple, as a DeiT gives in
+    training), per sample, over every batch in order, with dropout off; the model's mode is restored."""
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.9)          # in training mode it would zero most logits
+
+        def forward(self, x):
+            x = self.drop(x)
+            return x, -x
+    loader = [(torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 1.0]]), torch.tensor([1, 2])),
+              (torch.tensor([[0.5, 0.0, 2.0]]), torch.tensor([0]))]
+    model = TwoHeads().train()
+    preds, targets = predict(model, loader, device="cpu")
+    assert preds.tolist() == [1, 0, 2] and targets.tolist() == [1, 2, 0]
+    assert preds.device.type == "cpu" and model.training
+
+
+def _recording_optimizer_steps(record):
+    """Call ``record(optimizer)`` before every optimizer step (fit builds its optimizer itself)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    return register_optimizer_step_pre_hook(lambda opt, args, kwargs: record(opt))
+
+
+def _grad_norm(optimizer):
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+
+
+def test_grad_clip_bounds_the_gradient_norm_the_optimizer_steps_with(tiny_data):
+    """grad_clip=0.5: every step sees a total gradient norm of 0.5 (the raw ones are far larger);
+    grad_clip=None: the raw gradients."""
+    norms = {}
+    big_loss = lambda out, tgt, inp: 100 * cross_entropy(out, tgt)  # noqa: E731  (gradients far above 0.5)
+    for clip in (0.5, None):
+        norms[clip] = []
+        handle = _recording_optimizer_steps(lambda opt: norms[clip].append(_grad_norm(opt)))
+        try:
+            torch.manual_seed(0)
+            fit(TinyNet(), _loaders(tiny_data)[0], epochs=1, grad_clip=clip, loss_fn=big_loss, progress=False,
+                device="cpu")
+        finally:
+            handle.remove()
+    assert len(norms[0.5]) == 5 and norms[0.5] == pytest.approx([0.5] * 5, rel=1e-4)
+    assert min(norms[None]) > 2.0
+
+
+def test_history_records_the_scheduled_learning_rate(tiny_data):
+    """5 steps per epoch, warm-up 1 epoch, cosine to 0 over the other 3: each epoch records the rate
+    after its last step, 0.01 x [1, (1 + cos(pi/3))/2, (1 + cos(2pi/3))/2, 0]; the first step used 0.01/5."""
+    used = []
+    handle = _recording_optimizer_steps(lambda opt: used.append(opt.param_groups[0]["lr"]))
+    try:
+        history = fit(TinyNet(), _loaders(tiny_data)[0], epochs=4, lr=0.01, warmup_epochs=1, progress=False,
+                      device="cpu")
+    finally:
+        handle.remove()
+    assert history["lr"] == pytest.approx([0.01, 0.0075, 0.0025, 0.0], abs=1e-12)
+    assert len(used) == 20 and used[0] == pytest.approx(0.002) and used[4] == pytest.approx(0.01)
+    assert used[5::5] == pytest.approx(history["lr"][:3])  # recorded = what the next epoch starts with
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_is_left_alone(tiny_data, tmp_path):
