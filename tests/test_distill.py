@@ -67,6 +67,20 @@ def test_distillation_head_is_trained_by_the_distillation_term_only():
     assert student.prefix.head_dist.weight.grad.abs().sum() > 0
 
 
+def by_hand(kind, outputs, teacher_logits, y, tau=3.0, alpha=0.1):
+    """DeiT's losses written out with torch's plain cross-entropy and an explicit KL sum: eq. 3 (hard),
+    eq. 2 with the KL term on the distillation head (soft), or the label term alone (none)."""
+    ce = nn.functional.cross_entropy
+    cls_logits, dist_logits = outputs
+    if kind == "none":
+        return ce(cls_logits, y)
+    if kind == "hard":
+        return 0.5 * ce(cls_logits, y) + 0.5 * ce(dist_logits, teacher_logits.argmax(-1))
+    p_t = (teacher_logits / tau).softmax(-1)
+    kl = (p_t * (p_t.log() - (dist_logits / tau).log_softmax(-1))).sum(-1).mean()
+    return (1 - alpha) * ce(cls_logits, y) + alpha * tau ** 2 * kl
+
+
 @pytest.mark.parametrize("kind", ["hard", "soft", "none"])
 def test_teacher_gets_no_gradient_and_stays_in_eval_mode(kind):
     torch.manual_seed(0)
@@ -77,16 +91,40 @@ def test_teacher_gets_no_gradient_and_stays_in_eval_mode(kind):
     student = ViT(ViTConfig(**SMALL, prefix="cls_dist")).train()
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
     teacher.train()  # someone flips it back: the loss puts it in eval mode again before using it
-    loss = loss_fn(student(x), y, x)
-    loss.backward()
+    out = student(x)
+    loss = loss_fn(out, y, x)
+    loss.backward(retain_graph=True)
     assert all(p.grad is None for p in teacher.parameters())
     assert all(not p.requires_grad for p in teacher.parameters())
     if kind != "none":
         assert not teacher.training
         # eval mode: the batch-norm running statistics did not move
         assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
-    # The same loss is deterministic (dropout off in the teacher).
-    assert torch.isfinite(loss)
+    # The loss is the eval-mode teacher's (no dropout, running statistics), computed here by hand,
+    # and the same again after another flip to training mode.
+    with torch.no_grad():
+        t = teacher.eval()(x)
+    torch.testing.assert_close(loss, by_hand(kind, out, t, y))
+    teacher.train()
+    torch.testing.assert_close(loss_fn(out, y, x), loss)
+
+
+def test_soft_distillation_goes_through_the_distillation_token_head():
+    """kind="soft" with a distillation token: the KL term to the teacher is on the distillation head,
+    the label term on the class head (alpha=1 leaves the class head without gradient, alpha=0 the
+    distillation head)."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    for alpha, idle, trained in ((1.0, "head", "prefix.head_dist"), (0.0, "prefix.head_dist", "head")):
+        student = ViT(ViTConfig(**SMALL, prefix="cls_dist")).train()
+        out = student(x)
+        loss = DistillationLoss(teacher, kind="soft", tau=2.0, alpha=alpha)(out, y, x)
+        torch.testing.assert_close(loss, by_hand("soft", out, teacher(x).detach(), y, tau=2.0, alpha=alpha))
+        loss.backward()
+        grads = {n: p.grad for n, p in student.named_parameters()}
+        assert grads[f"{idle}.weight"] is None or not grads[f"{idle}.weight"].any()
+        assert grads[f"{trained}.weight"].abs().sum() > 0
 
 
 def test_a_plain_vit_takes_both_terms_on_its_class_head():
@@ -99,8 +137,7 @@ def test_a_plain_vit_takes_both_terms_on_its_class_head():
     torch.testing.assert_close(DistillationLoss(teacher, "hard")(out, y, x), expected)
 
 
-def test_deit_conversion_from_timm_matches_logits():
-    timm = pytest.importorskip("timm")
+def test_deit_conversion_from_timm_matches_logits(timm):
     from vitcourse.models.convert import UnsupportedReference, deit_from_timm, vit_from_timm
     torch.manual_seed(0)
     ref = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=7).eval()

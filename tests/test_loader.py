@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vitcourse.data import DeviceLoader, random_crop, random_resized_crop, synthetic
+from vitcourse.data import DeviceLoader, Resized, random_crop, random_resized_crop, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +41,20 @@ def test_same_seed_same_batches_new_epoch_new_order(data):
 
 
 def test_crop_and_flip_are_drawn_per_sample():
+    """Random crops and flips differ within a batch; a flip is the left-right mirror, nothing else."""
     one = synthetic("train", n=1)
     same = replace(one, images=one.images.repeat(256, 1, 1, 1), labels=one.labels.repeat(256))
     (x, _), = DeviceLoader(same, 256, shuffle=False, crop_padding=4, device="cpu")
     distinct = {tuple(v.flatten()[::7].tolist()) for v in x}
     assert len(distinct) > 30, "identical images should get different crops within one batch"
     (x, _), = DeviceLoader(same, 256, shuffle=False, flip=True, device="cpu")
-    flipped = torch.tensor([torch.equal(v, x[0]) for v in x])
-    assert 50 < flipped.sum() < 206  # about half match the first image, half are its mirror
+    (plain, _), = DeviceLoader(same, 256, shuffle=False, device="cpu")
+    original, mirror = plain[0], plain[0].flip(-1)                # left-right: the last (width) axis
+    assert not torch.equal(original, mirror)
+    kept = torch.tensor([torch.equal(v, original) for v in x])
+    mirrored = torch.tensor([torch.equal(v, mirror) for v in x])
+    assert (kept | mirrored).all(), "every image is either the original or its left-right mirror"
+    assert 50 < kept.sum() < 206  # about half of each
 
 
 def test_random_crop_moves_content_by_at_most_the_padding():
@@ -122,3 +128,33 @@ def test_crop_scale_in_the_loader_and_its_errors(data):
     with pytest.raises(ValueError, match="set crop_scale too"):
         DeviceLoader(data, 50, crop_size=20, device="cpu")
     assert "crop_scale" not in DeviceLoader(data, 50, device="cpu").describe()
+
+
+def test_resized_shrinks_with_antialiasing_and_enlarges_smoothly():
+    """Resized(loader, size): every batch at size x size, labels untouched. Shrinking averages (a 1-pixel
+    checkerboard shrunk 3x is flat grey, where plain sampling would keep +-1); enlarging keeps a
+    constant image constant and a ramp increasing."""
+    i = torch.arange(24)
+    checkerboard = ((i[:, None] + i[None, :]) % 2 * 2 - 1).float().expand(2, 3, 24, 24)
+    labels = torch.tensor([3, 7])
+    (small, y), = Resized([(checkerboard, labels)], 8)
+    assert small.shape == (2, 3, 8, 8) and torch.equal(y, labels)
+    assert small.abs().max() < 0.05
+    ramp = torch.arange(8.0).expand(1, 1, 8, 8)                      # increasing along the width
+    constant = torch.full((1, 1, 8, 8), 0.7)
+    (big, _), = Resized([(torch.cat([ramp, constant]), labels)], 16)
+    assert big.shape == (2, 1, 16, 16)
+    assert torch.allclose(big[1], torch.full((1, 16, 16), 0.7), atol=1e-5)
+    assert (big[0, 0, :, 1:] > big[0, 0, :, :-1]).all() and torch.allclose(big[0, 0], big[0, 0, :1].expand(16, 16))
+
+
+def test_resized_passes_the_loader_through(data):
+    """Length, epochs (set_epoch reproduces one), unit and the run description come from the inner loader."""
+    inner = DeviceLoader(data, 64, flip=True, crop_padding=2, seed=3, device="cpu")
+    loader = Resized(inner, 16)
+    assert len(loader) == len(inner) == 5 and loader.unit == "images" and not loader.mixes_targets
+    first = _epoch(loader)
+    assert all(x.shape == (len(y), 3, 16, 16) for x, y in first)
+    loader.set_epoch(0)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(_epoch(loader), first))
+    assert loader.describe() == {**inner.describe(), "resized_to": 16}

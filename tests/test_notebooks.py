@@ -18,9 +18,12 @@ def test_every_source_has_a_pair_and_back():
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_pair_is_in_sync(src):
+    """jupytext compares the pair and succeeds (a crash prints no diff either), and the diff is empty."""
     nb = src.with_suffix(".ipynb")
     result = subprocess.run([str(JUPYTEXT), "--diff", "--diff-format", "py:percent", str(nb), str(src)],
                             capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (f"`jupytext --diff` failed on {nb.name} (exit {result.returncode}), so the "
+                                    f"pair was not compared:\n{result.stderr[-2000:]}")
     assert result.stdout.strip() == "", (f"{nb.name} and {src.name} differ; run "
                                          f"`jupytext --to ipynb {src}`:\n{result.stdout[:2000]}")
 

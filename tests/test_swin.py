@@ -5,8 +5,12 @@ import torchvision
 
 from vitcourse.models import create_model
 from vitcourse.models.convert import swin_from_torchvision
-from vitcourse.models.swin import (PatchMerging, SwinConfig, SwinTransformer, WindowAttention, relative_position_index,
-                                   shift_attention_mask, shift_regions, window_partition, window_reverse)
+from vitcourse.models import registry
+from vitcourse.models.swin import (PatchMerging, SwinConfig, SwinTransformer, WindowAttention, register_swin,
+                                   relative_position_index, shift_attention_mask, shift_regions, window_partition,
+                                   window_reverse)
+
+TINY = dict(image_size=16, patch_size=2, in_channels=3, num_classes=3, dim=8, window_size=4, mlp_ratio=2.0)
 
 
 def test_swin_t_parameter_count_is_torchvisions():
@@ -103,3 +107,56 @@ def test_bad_inputs_raise_clear_errors():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
     with pytest.raises(ValueError, match="expects images of shape"):
         model(torch.randn(2, 3, 28, 28))
+
+
+@pytest.mark.parametrize("name, channels, size, shifts", [
+    # 28 px, patch 2: a 14x14 map (7x7 windows, shifted by 3), then 7x7: one window, nothing to shift.
+    ("swin_fashion_28", 1, 28, [0, 3, 0, 0, 0, 0]),
+    # 32 px, patch 2: 16x16 and 8x8 maps (4x4 windows, shifted by 2), then 4x4: one window.
+    ("swin_cifar_32", 3, 32, [0, 2, 0, 2, 0, 0, 0, 0]),
+])
+def test_course_swins_build_run_and_shift_where_there_is_room(name, channels, size, shifts):
+    """The profile Swins of chapter 07: built by name, a forward and backward pass on their images, every
+    parameter trained, and regular/shifted windows alternating in the stages wider than one window."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(2, channels, size, size)
+    assert model.train()(x).shape == (2, 10)                  # with stochastic depth ...
+    model.eval()(x).sum().backward()                          # ... and without (every branch kept)
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()] == []
+    assert [b.attn.shift_size for stage in model.stages for b in stage] == shifts
+
+
+def test_swin_configs_are_validated_at_registration(monkeypatch):
+    """A named Swin whose windows do not tile fails when it is registered, and is not registered."""
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    bad = dict(image_size=28, patch_size=2, in_channels=1, num_classes=10, dim=16, depths=(2, 2),
+               num_heads=(2, 4), window_size=5)                      # 5x5 windows on a 14x14 map
+    with pytest.raises(ValueError, match="do not tile"):
+        register_swin("swin_test_bad_windows", bad)
+    assert "swin_test_bad_windows" not in registry.list_models()
+
+
+def test_return_attention_gives_every_blocks_masked_window_weights():
+    """return_attention: the same logits, and one (B * windows, heads, M*M, M*M) weight tensor per block,
+    rows summing to 1; in a shifted block, tokens from different regions get exactly 0."""
+    torch.manual_seed(0)
+    model = SwinTransformer(**TINY, depths=(2, 2), num_heads=(1, 2)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    logits, attentions = model(x, return_attention=True)
+    torch.testing.assert_close(logits, model(x))
+    # 8x8 map: 4 windows of 4x4 per image, 1 head; then a 4x4 map: 1 window, 2 heads.
+    assert [tuple(a.shape) for a in attentions] == [(8, 1, 16, 16)] * 2 + [(2, 2, 16, 16)] * 2
+    for a in attentions:
+        torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]))
+    allowed = shift_attention_mask(8, 8, 4, 2).repeat(2, 1, 1)[:, None]        # block 2 is shifted by 2
+    assert not attentions[1][~allowed.expand_as(attentions[1])].any()
+    assert (~allowed).any() and (attentions[0] > 0).all()                     # block 1: no mask
+
+
+def test_drop_path_grows_linearly_over_all_blocks_of_all_stages():
+    """Stochastic depth (Swin section 4.1, as in DeiT): rate 0 for the first block up to drop_path for the
+    last one, counted across stages, not restarted in each."""
+    model = SwinTransformer(**TINY, depths=(2, 4), num_heads=(1, 2), drop_path=0.1)
+    rates = [b.drop_path.p for stage in model.stages for b in stage]
+    assert rates == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08, 0.1])

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 from vitcourse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from vitcourse.data import DeviceLoader, synthetic
+from vitcourse.data import DeviceLoader, FixedSteps, synthetic
 from vitcourse.models import create_model
-from vitcourse.train import History, cross_entropy, evaluate, fit, main, param_groups, warmup_cosine
+from vitcourse.train import History, cross_entropy, evaluate, fit, main, param_groups, predict, warmup_cosine
 
 
 class TinyNet(nn.Module):
@@ -35,33 +35,141 @@ def _loaders(tiny_data, **kw):
             DeviceLoader(test, 64, shuffle=False, device="cpu"))
 
 
-def test_resumed_run_ends_with_exactly_the_same_weights(tiny_data, tmp_path):
-    kw = dict(epochs=3, lr=3e-3, warmup_epochs=0.5, label_smoothing=0.1, progress=False, device="cpu")
+class Disconnect(Exception):
+    pass
+
+
+def _straight_and_resumed(loaders, ckpt, **kw):
+    """The same run twice from seed 0: straight through, and interrupted after epoch 1 (Colab drops the
+    session once epoch 1's checkpoint is written) then resumed in a 'fresh process' (another RNG
+    state, a newly initialised model, new loaders). Returns (straight model, resumed model, history)."""
     torch.manual_seed(0)
     straight = TinyNet()
-    fit(straight, *_loaders(tiny_data), **kw)
-
-    class Disconnect(Exception):
-        pass
+    fit(straight, *loaders(), **kw)
 
     def stop_after_first(epoch, history):
         if epoch == 1:
-            raise Disconnect  # Colab drops the session after epoch 1's checkpoint is written
+            raise Disconnect
 
     torch.manual_seed(0)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
     with pytest.raises(Disconnect):
-        fit(TinyNet(), *_loaders(tiny_data), checkpoint=ckpt, on_epoch_end=stop_after_first, **kw)
-    torch.manual_seed(123)  # a fresh process: different RNG, a newly initialised model
+        fit(TinyNet(), *loaders(), checkpoint=ckpt, on_epoch_end=stop_after_first, **kw)
+    torch.manual_seed(123)
     resumed = TinyNet()
-    history = fit(resumed, *_loaders(tiny_data), checkpoint=ckpt, **kw)
+    history = fit(resumed, *loaders(), checkpoint=ckpt, **kw)
+    return straight, resumed, history
+
+
+def _assert_same_weights(a, b, what="after resume"):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), f"{name} differs {what}"
+
+
+def test_resumed_run_ends_with_exactly_the_same_weights(tiny_data, tmp_path):
+    kw = dict(epochs=3, lr=3e-3, warmup_epochs=0.5, label_smoothing=0.1, progress=False, device="cpu")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    straight, resumed, history = _straight_and_resumed(lambda: _loaders(tiny_data), ckpt, **kw)
     assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), f"{name} differs after resume"
+    _assert_same_weights(straight, resumed)
     # A finished run is not trained again.
     before = {k: v.clone() for k, v in resumed.state_dict().items()}
     again = fit(resumed, *_loaders(tiny_data), checkpoint=ckpt, **kw)
     assert len(again.epochs) == 3 and all(torch.equal(before[k], v) for k, v in resumed.state_dict().items())
+
+
+def test_resume_with_fixed_steps_mixup_and_randaugment_is_exact(tiny_data, tmp_path):
+    """FixedSteps (7 steps per epoch from a 5-batch loader: epoch 2 starts inside the loader's second
+    epoch), MixUp and RandAugment: the interrupted and resumed run ends with the straight run's weights."""
+    def loaders():
+        inner = DeviceLoader(tiny_data[0], 32, mixup_alpha=0.4, randaugment=True, randaugment_group=8, seed=5,
+                             device="cpu")
+        return FixedSteps(inner, steps=7), DeviceLoader(tiny_data[1], 64, shuffle=False, device="cpu")
+    kw = dict(epochs=3, lr=3e-3, warmup_epochs=0.5, progress=False, device="cpu")
+    straight, resumed, history = _straight_and_resumed(loaders, tmp_path / "run" / "checkpoint.pt", **kw)
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
+    _assert_same_weights(straight, resumed)
+
+
+def test_resume_false_trains_from_scratch_over_an_existing_checkpoint(tiny_data, tmp_path):
+    """resume=False ignores a finished run's checkpoint (even of the very same run), trains all epochs
+    from the model it is given, and replaces the checkpoint with the new run."""
+    kw = dict(epochs=2, lr=3e-3, progress=False, device="cpu")
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.manual_seed(0)
+    fit(TinyNet(), *_loaders(tiny_data), checkpoint=ckpt, **kw)
+    torch.manual_seed(1)
+    fresh = TinyNet()
+    history = fit(fresh, *_loaders(tiny_data), checkpoint=ckpt, resume=False, **kw)
+    torch.manual_seed(1)
+    alone = TinyNet()
+    fit(alone, *_loaders(tiny_data), **kw)                   # the same run without any checkpoint
+    assert [e["epoch"] for e in history.epochs] == [1, 2]
+    _assert_same_weights(alone, fresh, "from a run that ignored the old checkpoint")
+    stored = load_checkpoint(ckpt, model=TinyNet())
+    assert stored["history"] == history.epochs
+
+
+def test_predict_gives_argmax_classes_and_targets_in_order_in_eval_mode():
+    """predict: the class with the largest logit (of the first output of a tuple, as a DeiT gives in
+    training), per sample, over every batch in order, with dropout off; the model's mode is restored."""
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.9)          # in training mode it would zero most logits
+
+        def forward(self, x):
+            x = self.drop(x)
+            return x, -x
+    loader = [(torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 1.0]]), torch.tensor([1, 2])),
+              (torch.tensor([[0.5, 0.0, 2.0]]), torch.tensor([0]))]
+    model = TwoHeads().train()
+    preds, targets = predict(model, loader, device="cpu")
+    assert preds.tolist() == [1, 0, 2] and targets.tolist() == [1, 2, 0]
+    assert preds.device.type == "cpu" and model.training
+
+
+def _recording_optimizer_steps(record):
+    """Call ``record(optimizer)`` before every optimizer step (fit builds its optimizer itself)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    return register_optimizer_step_pre_hook(lambda opt, args, kwargs: record(opt))
+
+
+def _grad_norm(optimizer):
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+
+
+def test_grad_clip_bounds_the_gradient_norm_the_optimizer_steps_with(tiny_data):
+    """grad_clip=0.5: every step sees a total gradient norm of 0.5 (the raw ones are far larger);
+    grad_clip=None: the raw gradients."""
+    norms = {}
+    big_loss = lambda out, tgt, inp: 100 * cross_entropy(out, tgt)  # noqa: E731  (gradients far above 0.5)
+    for clip in (0.5, None):
+        norms[clip] = []
+        handle = _recording_optimizer_steps(lambda opt: norms[clip].append(_grad_norm(opt)))
+        try:
+            torch.manual_seed(0)
+            fit(TinyNet(), _loaders(tiny_data)[0], epochs=1, grad_clip=clip, loss_fn=big_loss, progress=False,
+                device="cpu")
+        finally:
+            handle.remove()
+    assert len(norms[0.5]) == 5 and norms[0.5] == pytest.approx([0.5] * 5, rel=1e-4)
+    assert min(norms[None]) > 2.0
+
+
+def test_history_records_the_scheduled_learning_rate(tiny_data):
+    """5 steps per epoch, warm-up 1 epoch, cosine to 0 over the other 3: each epoch records the rate
+    after its last step, 0.01 x [1, (1 + cos(pi/3))/2, (1 + cos(2pi/3))/2, 0]; the first step used 0.01/5."""
+    used = []
+    handle = _recording_optimizer_steps(lambda opt: used.append(opt.param_groups[0]["lr"]))
+    try:
+        history = fit(TinyNet(), _loaders(tiny_data)[0], epochs=4, lr=0.01, warmup_epochs=1, progress=False,
+                      device="cpu")
+    finally:
+        handle.remove()
+    assert history["lr"] == pytest.approx([0.01, 0.0075, 0.0025, 0.0], abs=1e-12)
+    assert len(used) == 20 and used[0] == pytest.approx(0.002) and used[4] == pytest.approx(0.01)
+    assert used[5::5] == pytest.approx(history["lr"][:3])  # recorded = what the next epoch starts with
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_is_left_alone(tiny_data, tmp_path):
@@ -113,19 +221,42 @@ def test_no_weight_decay_on_norms_biases_and_named_embeddings():
     assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
 
 
-def test_sequence_outputs_ignore_padding():
-    logits = torch.zeros(2, 3, 5)
-    logits[..., 1] = 10.0
-    targets = torch.tensor([[1, 1, -100], [1, -100, -100]])
-    assert cross_entropy(logits, targets).item() < 1e-3
-    loader = [(torch.zeros(2, 1), targets)]
-    model = nn.Module()
-    model.p = nn.Parameter(torch.zeros(1))
-    model.forward = lambda x: logits + model.p
-    assert evaluate(model, loader, device="cpu") == pytest.approx({"loss": cross_entropy(logits, targets).item(), "acc": 1.0})
+class Lookup(nn.Module):
+    """A 'model' whose output for input i is the fixed logits table[i]: known outputs, by hand."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, i):
+        return self.table[i] + self.p
+
+
+def test_sequence_outputs_ignore_padding_and_every_token_counts_once():
+    """evaluate's loss and accuracy are over all counted tokens of all batches (a batch with more
+    tokens weighs more), and padded targets (-100) count for neither."""
+    # Every token's logits are [2, 0, 0] over a vocabulary of 3: predicted class 0.
+    table = torch.tensor([2.0, 0.0, 0.0]).expand(2, 3, 3)
+    targets = [torch.tensor([[0, 2, -100]]), torch.tensor([[1, -100, -100]])]   # 2 tokens, then 1
+    right, wrong = -math.log(math.exp(2) / (math.exp(2) + 2)), -math.log(1 / (math.exp(2) + 2))
+    assert cross_entropy(table[:1], targets[0]).item() == pytest.approx((right + wrong) / 2, rel=1e-6)
+    loader = [(torch.tensor([0]), targets[0]), (torch.tensor([1]), targets[1])]
+    result = evaluate(Lookup(table), loader, device="cpu")
+    assert result["loss"] == pytest.approx((right + 2 * wrong) / 3, rel=1e-6)  # not the mean of batch means
+    assert result["acc"] == pytest.approx(1 / 3)                               # 1 right of 3 counted tokens
+
+
+def _normalised(data):
+    """The split's images normalised by hand with its (train) statistics, as one float tensor."""
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    return (data.images.float() / 255 - mean) / std
 
 
 def test_fit_learns_and_reports_history(tiny_data):
+    """fit's per-epoch record; its val_loss/val_acc are the model's on the whole evaluation set
+    (computed here in one eval-mode pass, not with evaluate), whatever the batching (64 + 16)."""
     torch.manual_seed(0)
     model = create_model("resnet8", num_classes=10, in_channels=3)
     train, test = _loaders(tiny_data)
@@ -133,7 +264,12 @@ def test_fit_learns_and_reports_history(tiny_data):
     first, last = history.epochs[0], history.last
     assert set(last) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"}
     assert last["train_loss"] < first["train_loss"]
-    assert evaluate(model, test)["acc"] == pytest.approx(last["val_acc"])
+    model.eval()
+    with torch.no_grad():
+        logits = model(_normalised(tiny_data[1]))
+    labels = tiny_data[1].labels
+    assert last["val_acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert last["val_loss"] == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
     assert History.from_dict(json.loads(json.dumps(history.to_dict()))).epochs == history.epochs
     fig = history.plot()
     assert fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "epoch"
@@ -149,10 +285,24 @@ def test_loss_hook_sees_outputs_targets_and_inputs(tiny_data):
     assert seen["shapes"] == (torch.Size([32, 10]), torch.Size([32]), torch.Size([32, 3, 16, 16]))
 
 
-def test_soft_targets_train(tiny_data):
-    train, test = _loaders(tiny_data, mixup_alpha=0.5)
-    history = fit(TinyNet(), train, test, epochs=1, progress=False, device="cpu")
-    assert math.isfinite(history.last["train_loss"]) and 0 <= history.last["train_acc"] <= 1
+def test_soft_targets_train_on_the_soft_cross_entropy(tiny_data):
+    """With MixUp the training loss is -sum_c y_c log p_c of the mixed targets, averaged over all images
+    (batches of 48, 48, 48 and 16), and the accuracy counts the class with the largest share."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10))   # no dropout: one deterministic forward
+    train = DeviceLoader(tiny_data[0], 48, mixup_alpha=0.5, seed=2, device="cpu")
+    history = fit(model, train, epochs=1, lr=0.0, progress=False, device="cpu")  # lr 0: the model stays put
+    train.set_epoch(0)
+    loss_sum, correct, soft = 0.0, 0, False
+    with torch.no_grad():
+        for x, y in train:
+            log_p = model(x).log_softmax(1)
+            loss_sum += -(y * log_p).sum().item()
+            correct += (log_p.argmax(1) == y.argmax(1)).sum().item()
+            soft |= bool((y.max(1).values < 0.99).any())
+    assert soft, "MixUp should have mixed some targets"
+    assert history.last["train_loss"] == pytest.approx(loss_sum / 160, rel=1e-5)
+    assert history.last["train_acc"] == pytest.approx(correct / 160)
 
 
 def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
@@ -166,7 +316,10 @@ def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
     with pytest.raises(SystemExit):  # refuses to overwrite a run without --resume
         main(args)
     assert "--resume" in capsys.readouterr().err
-    main(args + ["--resume"])  # finished: resumes to the end at once
+    saved = (out / "checkpoint.pt").read_bytes()
+    again = main(args + ["--resume"])  # finished: resumes to the end at once, nothing trained again
+    assert again["history"] == result["history"]            # the same record, its timings included
+    assert (out / "checkpoint.pt").read_bytes() == saved
 
 
 def test_unknown_model_name_suggests():

@@ -280,5 +280,11 @@ def _builder(name: str, defaults: dict):
     return build
 
 
+def register_swin(name: str, defaults: dict) -> None:
+    """Register a named Swin configuration (``create_model(name, **overrides)``), like ``register_vit``."""
+    SwinConfig(**defaults)  # a bad configuration fails here, at registration, not at first use
+    register_model(name, _builder(name, defaults))
+
+
 for _name, _cfg in SWIN_CONFIGS.items():
-    register_model(_name, _builder(_name, _cfg))
+    register_swin(_name, _cfg)
