@@ -1,5 +1,5 @@
 # make lab | make test | make course PROFILE=smoke|cpu|gpu | make bench | make bench-accuracy
-# make colab REPO=owner/name BRANCH=main
+# make colab REPO=owner/name BRANCH=main | make rehearsal | make gpu-check
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -24,7 +24,7 @@ lab: $(STAMP)
 
 # Unit tests, the notebook pairing check (tests/test_notebooks.py) and nbval over every notebook.
 test: $(STAMP)
-	VITCOURSE_PROFILE=smoke $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env
+	VITCOURSE_PROFILE=smoke $(PY) -m pytest tests --ignore=tests/gpu $(NOTEBOOKS) --nbval-lax --nbval-current-env
 
 # Every notebook in order, headless: executed copies and HTML in build/, claims in build/claims.md.
 course: $(STAMP)
@@ -37,6 +37,31 @@ course: $(STAMP)
 	  $(VENV)/bin/jupyter nbconvert --to html --output-dir build build/$$(basename $$nb); \
 	done
 	$(PY) -m vitcourse.claims build/claims build/claims.md
+
+# The gpu profile rehearsed on this CPU (vitcourse/rehearsal.py): every notebook headless with the gpu
+# profile's models, batches and augmentations on CIFAR-shaped stand-in data, every training run cut to
+# a few steps and measured; writes the plan, build/gpu-plan.json and build/gpu-plan.md (vitcourse/plan.py).
+REHEARSAL_NOTEBOOKS ?= $(NOTEBOOKS)
+REHEARSAL := $(CURDIR)/build/rehearsal
+.PHONY: rehearsal
+rehearsal: $(STAMP)
+	rm -rf $(REHEARSAL) && mkdir -p $(REHEARSAL)/plan $(REHEARSAL)/out
+	set -e; for nb in $(REHEARSAL_NOTEBOOKS); do \
+	  echo "== $$nb (gpu profile, rehearsed)"; \
+	  VITCOURSE_PROFILE=gpu VITCOURSE_REHEARSAL=1 VITCOURSE_RUNS=$(REHEARSAL)/runs \
+	    VITCOURSE_PLAN=$(REHEARSAL)/plan/$$(basename $$nb .ipynb).jsonl \
+	    $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
+	    --output-dir $(REHEARSAL)/out $$nb; \
+	done
+	$(PY) -m vitcourse.plan $(REHEARSAL)/plan build/gpu-plan.json build/gpu-plan.md benchmarks/gpu-throughput.json
+
+# On a machine with a CUDA GPU (no network): the CUDA tests (tests/gpu), images/s of the gpu-profile
+# models, the MFU row and the rehearsal on CUDA, appended to benchmarks/RESULTS.md with the GPU's name
+# (benchmarks/gpu_check.py). On a CPU it runs its CPU parts and says which it skipped and why.
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 # Point the course at a GitHub repository and branch: pyproject's address, every notebook's setup cell
 # and Colab badge (both halves of each pair) and the README's Colab table (bin/colab).

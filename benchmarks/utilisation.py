@@ -21,9 +21,9 @@ interleaved with the training steps: what this machine delivers now, not a datas
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from vitcourse import runtime
+from vitcourse.flops import flop_counter
 from vitcourse.models.vit import ViT, ViTConfig, config_of
 from vitcourse.recipes import recipe
 
@@ -47,7 +47,7 @@ def vit_flops(cfg: ViTConfig, train: bool = True) -> int:
 def counted_flops(model, batch: int, cfg: ViTConfig, dev) -> int:
     """FLOPs of one forward + backward as counted by torch, per image."""
     x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=dev)
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:  # attention products included on a CPU too
         model(x).sum().backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() // batch

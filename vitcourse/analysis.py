@@ -210,10 +210,11 @@ def attention_distance_correlation(attentions, model) -> torch.Tensor:
 @torch.no_grad()
 def forward_flops(model, image_shape, device="cpu") -> int:
     """FLOPs of one forward pass on one image of ``image_shape`` (C, H, W), counted by
-    torch.utils.flop_counter: matrix products and convolutions, 2 FLOPs per multiply-add (papers
-    usually count multiply-adds: divide by 2 to compare). A fixed measure of cost, unlike seconds."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with evaluating(model), FlopCounterMode(display=False) as counter:
+    torch.utils.flop_counter: matrix products, convolutions and attention (``vitcourse.flops``), 2 FLOPs
+    per multiply-add (papers usually count multiply-adds: divide by 2 to compare). A fixed measure of
+    cost, unlike seconds."""
+    from .flops import flop_counter
+    with evaluating(model), flop_counter() as counter:
         model(torch.zeros(1, *image_shape, device=device))
     return counter.get_total_flops()
 

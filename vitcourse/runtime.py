@@ -51,10 +51,15 @@ def evaluating(model: torch.nn.Module):
 
 
 def profile() -> str:
-    """The active profile: ``$VITCOURSE_PROFILE``, else ``gpu`` with CUDA and ``cpu`` without."""
+    """The active profile: ``$VITCOURSE_PROFILE``, else ``gpu`` with CUDA or in a rehearsal
+    (``$VITCOURSE_REHEARSAL=1``, which rehearses the gpu profile), and ``cpu`` otherwise."""
+    from . import rehearsal
     value = os.environ.get("VITCOURSE_PROFILE", "").strip().lower()
+    if rehearsal.active() and value not in ("", "gpu"):
+        raise ValueError(f"VITCOURSE_REHEARSAL=1 rehearses the gpu profile, but VITCOURSE_PROFILE={value!r}; "
+                         "unset one of them (make rehearsal sets both)")
     if not value:
-        return "gpu" if torch.cuda.is_available() else "cpu"
+        return "gpu" if torch.cuda.is_available() or rehearsal.active() else "cpu"
     if value not in PROFILES:
         raise ValueError(
             f"VITCOURSE_PROFILE={value!r} is not a profile; use one of {', '.join(PROFILES)} "
@@ -80,17 +85,29 @@ class Precision:
         return torch.autocast(device_type=device_type, dtype=self.dtype)
 
 
+PRECISIONS = {"fp32": Precision("fp32", None, False), "bf16": Precision("bf16", torch.bfloat16, False),
+              "fp16": Precision("fp16", torch.float16, True)}
+
+
 def precision_for(dev: torch.device | str | None = None) -> Precision:
     """The precision policy. Decided from the compute capability, not ``is_bf16_supported()``
     (which says yes on a T4, where bf16 is emulated and slow): bf16 on sm80+ (A100, H100...),
-    fp16 with a GradScaler below (T4, V100), fp32 on the CPU."""
+    fp16 with a GradScaler below (T4, V100), fp32 on the CPU; in a rehearsal (``vitcourse.rehearsal``)
+    bf16 on the CPU too, as the GPU would run. ``$VITCOURSE_PRECISION`` (fp32, bf16 or fp16) overrides
+    the policy on any device: to debug a T4's fp16 + GradScaler path on a CPU, or to rule out
+    precision when a run goes wrong."""
+    from . import rehearsal
     dev = torch.device(dev) if dev is not None else device()
+    override = os.environ.get("VITCOURSE_PRECISION", "").strip().lower()
+    if override:
+        if override not in PRECISIONS:
+            raise ValueError(f"VITCOURSE_PRECISION={override!r} is not a precision; use one of "
+                             f"{', '.join(PRECISIONS)}, or unset it for the device's policy")
+        return PRECISIONS[override]
     if dev.type != "cuda":
-        return Precision("fp32", None, False)
+        return PRECISIONS["bf16"] if rehearsal.active() else PRECISIONS["fp32"]
     major, _ = torch.cuda.get_device_capability(dev)
-    if major >= 8:
-        return Precision("bf16", torch.bfloat16, False)
-    return Precision("fp16", torch.float16, True)
+    return PRECISIONS["bf16"] if major >= 8 else PRECISIONS["fp16"]
 
 
 def seed_everything(seed: int) -> None:

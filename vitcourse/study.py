@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Callable
 
 from ._io import atomic_write_json
+from . import rehearsal
 from .runtime import profile
 from .workspace import runs_root
+
+
+def profile_folder() -> str:
+    """The profile's folder name: a rehearsal's runs (``gpu-rehearsal``) never stand in for real gpu runs."""
+    return f"{profile()}-rehearsal" if rehearsal.active() else profile()
 
 
 def run_key(config: dict) -> str:
@@ -35,7 +41,7 @@ def run_dir(name: str, config: dict, root=None) -> Path:
     defaulting to ``runs_root()``, e.g. for ``fit(..., checkpoint=run_dir("03_vit", config) /
     "checkpoint.pt")``. Changing a knob in ``config`` gives a new folder beside the old one; the same
     config finds its run again."""
-    return Path(root if root is not None else runs_root()) / name / profile() / run_key(config)
+    return Path(root if root is not None else runs_root()) / name / profile_folder() / run_key(config)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -57,7 +63,7 @@ class Study:
 
     def __init__(self, name: str, root=None):
         self.name = name
-        self.folder = Path(root if root is not None else runs_root()) / name / profile()
+        self.folder = Path(root if root is not None else runs_root()) / name / profile_folder()
         self.asked: list[dict] = []  # the configs this object was asked to run, in order
 
     def path(self, config: dict) -> Path:

@@ -10,6 +10,7 @@ Command line: ``python -m vitcourse.train --model resnet20 --dataset fashion_mni
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -23,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import runtime
+from . import rehearsal, runtime
 from ._io import atomic_write_json
 from .checkpoint import check_fingerprint, describe_loader, describe_model, load_checkpoint, save_checkpoint
 from .data.sequences import IGNORE_INDEX  # padded targets count for neither loss nor accuracy
@@ -143,7 +144,7 @@ def evaluate(model: nn.Module, loader, loss_fn=None, device=None) -> dict:
     correct = torch.zeros((), device=dev, dtype=torch.long)
     count = torch.zeros((), device=dev, dtype=torch.long)
     with runtime.evaluating(model):
-        for inputs, targets in loader:
+        for inputs, targets in rehearsal.batches(loader):
             inputs, targets = _to(inputs, dev), _to(targets, dev)
             with policy.autocast(dev.type):
                 outputs = _call(model, inputs)
@@ -163,7 +164,7 @@ def predict(model: nn.Module, loader, device=None) -> tuple[torch.Tensor, torch.
     policy = runtime.precision_for(dev)
     preds, targets = [], []
     with runtime.evaluating(model):
-        for inputs, y in loader:
+        for inputs, y in rehearsal.batches(loader):
             with policy.autocast(dev.type):
                 preds.append(logits_of(_call(model, _to(inputs, dev))).argmax(-1).cpu())
             targets.append(y.cpu())
@@ -230,6 +231,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
                disable=not progress or start >= epochs, unit="step", mininterval=1.0)
     save_every = None if checkpoint is None or checkpoint_minutes is None else 60.0 * checkpoint_minutes
     last_save = time.perf_counter()
+    planned = max(0, (epochs - start) * steps_per_epoch - first_step)  # the steps this call has left
+    cap, taken = rehearsal.steps(planned), 0  # a rehearsal stops after a few, and measures the first
 
     def save(epoch_done: int, position=None):
         nonlocal last_save
@@ -258,15 +261,19 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             position = None
         for step, (inputs, targets) in enumerate(batches, start=first):
             inputs, targets = _to(inputs, dev), _to(targets, dev)
-            with policy.autocast(dev.type):
-                outputs = _call(model, inputs)
-                loss = criterion(outputs, targets, inputs)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            else:
-                loss.backward()
+            meter = rehearsal.StepMeter(model) if rehearsal.active() and taken == 0 else None
+            with meter or contextlib.nullcontext():
+                with policy.autocast(dev.type):
+                    outputs = _call(model, inputs)
+                    loss = criterion(outputs, targets, inputs)
+                if meter is not None:
+                    meter.forward_done()
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                else:
+                    loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             if scaler is not None:
@@ -275,6 +282,9 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             else:
                 optimizer.step()
             scheduler.step()
+            taken += 1
+            if meter is not None:  # after the optimiser step, so that its state exists
+                _plan_run(model, optimizer, meter, train, val, targets.shape[0], planned, epochs, policy)
             c, k = _correct_and_count(outputs, targets)
             loss_sum += loss.detach().float() * k
             correct += c
@@ -291,6 +301,8 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
                 save(epoch, {"step": step + 1, "loss_sum": loss_sum, "correct": correct, "count": count,
                              "seen": seen, "seconds": time.perf_counter() - t0,
                              "loader": train.state_dict() if hasattr(train, "state_dict") else None})
+            if taken == cap:  # the end of the run, or of a rehearsal's few steps
+                break
         n = max(int(count), 1)  # one sync per epoch
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / n, "train_acc": int(correct) / n,
@@ -305,8 +317,33 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             save(epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
+        if taken == cap and cap < planned:  # a rehearsal: this epoch's record and evaluation were the test
+            break
     bar.close()
     return history
+
+
+def _num_samples(loader) -> int:
+    """How many samples one pass over ``loader`` evaluates (its data set's size where it says)."""
+    inner = loader
+    while inner is not None and not hasattr(inner, "data"):
+        inner = getattr(inner, "loader", None)
+    if inner is not None and hasattr(inner.data, "__len__"):
+        return len(inner.data)
+    return len(loader) * getattr(loader, "batch_size", 1)
+
+
+def _plan_run(model, optimizer, meter, train, val, batch, planned, epochs, policy) -> None:
+    """One training run in the rehearsal's plan: its steps, FLOPs per step and memory (vitcourse.plan)."""
+    memory = {**rehearsal.model_state_bytes(model, optimizer), "saved_activations": meter.saved_bytes,
+              "device_data": rehearsal.device_data_bytes(train) + rehearsal.device_data_bytes(val)}
+    eval_images = epochs * _num_samples(val) if val is not None else 0
+    rehearsal.record({
+        "model": type(model).__name__, "config": describe_model(model)["config"],
+        "params": sum(p.numel() for p in model.parameters()), "batch": batch, "steps": planned,
+        "precision": policy.name, "flops_per_step": meter.flops, "forward_flops_per_step": meter.forward_flops,
+        "eval_images": eval_images, "eval_flops": meter.forward_flops / batch * eval_images,
+        "memory_bytes": memory, "peak_memory_bytes": sum(memory.values())})
 
 
 def main(argv=None) -> dict:

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import torch
 
+from . import rehearsal
 from .data.images import ImageData
 from .models.convert import vit_from_torchvision
 
@@ -24,11 +25,14 @@ TORCHVISION_WEIGHTS = {"vit_b_16": "ViT_B_16_Weights", "vit_b_32": "ViT_B_32_Wei
 def pretrained_vit(arch: str = "vit_b_32", num_classes: int | None = None):
     """(our ViT with torchvision's ImageNet-1k weights, None), or (None, the reason) when the weights
     cannot be had (no network, a proxy, a broken download). With ``num_classes`` the 1000-class head
-    is replaced by a zero-initialised one. The model expects 224 x 224 images."""
+    is replaced by a zero-initialised one. The model expects 224 x 224 images. In a rehearsal
+    (``vitcourse.rehearsal``) the weights are random: the same model, no download."""
     import torchvision
     if arch not in TORCHVISION_WEIGHTS:
         raise ValueError(f"unknown arch {arch!r}; use one of {', '.join(TORCHVISION_WEIGHTS)}")
     weights = getattr(torchvision.models, TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1
+    if rehearsal.active():  # the gpu profile's model without the download: random weights, same shapes
+        weights = None
     try:
         reference = getattr(torchvision.models, arch)(weights=weights)
     except Exception as err:  # URLError, HTTPError, a hash mismatch, a full disk...

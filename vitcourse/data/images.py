@@ -6,6 +6,7 @@ Converted tensors are cached as ``.pt`` files, so a second load takes a fraction
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import rehearsal
 from ..runtime import profile
 from .._io import atomic_save
 
@@ -80,6 +82,8 @@ def load(name: str, split: str = "train", *, root=None, download: bool = True, *
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
     if name == "synthetic":
         return synthetic(split, **synthetic_kwargs)
+    if name in STAND_INS and rehearsal.active():
+        return stand_in(name, split)
     root = data_root(root)
     cache = root / "tensors" / f"{name}-{split}.pt"
     if cache.exists():
@@ -197,6 +201,30 @@ def synthetic(split: str = "train", *, n: int | None = None, image_size: int = 3
     classes = [f"grating {round(k * 180 / num_classes)}°" for k in range(num_classes)]
     mean, std = _channel_stats(images)
     return ImageData(images, labels.long(), classes, mean, std, "synthetic")
+
+
+# In a rehearsal (vitcourse.rehearsal) CIFAR is replaced by gratings of its shape, made in memory: the
+# gpu profile's models, batches and class counts run without a download. (train size, test size, classes)
+STAND_INS = {"cifar10": (50_000, 10_000, ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                          "horse", "ship", "truck"]),
+             "cifar100": (50_000, 10_000, [f"class {k}" for k in range(100)])}
+
+
+@functools.lru_cache(maxsize=4)  # made once per process: a chapter loads its splits more than once
+def stand_in(name: str, split: str) -> ImageData:
+    """A CIFAR-shaped stand-in for ``name`` (3x32x32 uint8, CIFAR's split sizes and class count), named
+    like the real set so every run is configured as on Colab; its numbers are not evidence."""
+    n_train, n_test, classes = STAND_INS[name]
+    data = synthetic(split, n=n_train if split == "train" else n_test, image_size=32, channels=3,
+                     num_classes=len(classes))
+    if split == "test":  # normalised with the train split's statistics, as the real sets are
+        data = replace(data, **_stand_in_train_stats(name))
+    return replace(data, classes=list(classes), name=name)
+
+
+def _stand_in_train_stats(name: str) -> dict:
+    train = stand_in(name, "train")
+    return {"mean": train.mean, "std": train.std}
 
 
 LOADERS = {"fashion_mnist": _fashion_mnist, "cifar10": _cifar("CIFAR10"),

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .. import rehearsal
 from ..data.sequences import BOS, EOS, PAD, exact_match
 from ..nn.attention import AdditiveAttention, padding_mask
 from ..nn.transformer import Transformer
@@ -151,11 +152,11 @@ class Seq2Seq(nn.Module):
 
 @torch.no_grad()
 def exact_match_by_length(model, loader, extra_steps: int = 5):
-    """Greedy-decode every batch of ``loader``; returns (source lengths without <eos>, bool exact
-    match), one entry per sentence, both 1-D CPU tensors."""
+    """Greedy-decode every batch of ``loader`` (the first only in a rehearsal: ``vitcourse.rehearsal``);
+    returns (source lengths without <eos>, bool exact match), one entry per sentence, both 1-D CPU tensors."""
     lengths, correct = [], []
     with evaluating(model):
-        for (src, src_lengths, _), tgt_out in loader:
+        for (src, src_lengths, _), tgt_out in rehearsal.batches(loader):
             pred = model.greedy_decode(src, src_lengths, max_len=tgt_out.shape[1] + extra_steps)
             correct.append(exact_match(pred, tgt_out).cpu())
             lengths.append(src_lengths.cpu() - 1)
