@@ -22,8 +22,10 @@ setup: $(STAMP)
 lab: $(STAMP)
 	VENV=$(VENV) bin/lab
 
-# Unit tests, the notebook pairing check (tests/test_notebooks.py) and nbval over every notebook.
+# The gpu profile's rehearsal (which writes the plan a test compares with the shipped one), then the
+# unit tests, the notebook pairing check (tests/test_notebooks.py) and nbval over every notebook.
 test: $(STAMP)
+	$(MAKE) --no-print-directory rehearsal
 	VITCOURSE_PROFILE=smoke $(PY) -m pytest tests --ignore=tests/gpu $(NOTEBOOKS) --nbval-lax --nbval-current-env
 
 # Every notebook in order, headless: executed copies and HTML in build/, claims in build/claims.md.

@@ -61,6 +61,13 @@ except ImportError:
 vitcourse.setup()
 
 # %%
+# This chapter in the gpu profile, as `make rehearsal` planned it (the plan ships with the package):
+# its time on a T4 and on the GPU found here, and its peak memory.
+from vitcourse.plan import projected
+
+print(projected("00_cnn_backbones"))
+
+# %%
 import inspect
 
 import matplotlib.pyplot as plt
@@ -407,8 +414,9 @@ def train_losses(name):
     net = create_model(name, num_classes=len(train_full.classes), in_channels=c).to(probe[0].device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
+    # vitcourse.rehearsal.steps: DEGRADATION_STEPS, or only a few when `make rehearsal` tries the gpu profile
     for step, (x, y) in enumerate(DeviceLoader(train_full, DEGRADATION_BATCH, seed=0, drop_last=True)):
-        if step == DEGRADATION_STEPS:
+        if step == vitcourse.rehearsal.steps(DEGRADATION_STEPS):
             break
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
@@ -564,7 +572,7 @@ pred, target = predict(model, test_loader)
 k = len(test.classes)
 confusion = torch.bincount(target * k + pred, minlength=k * k).view(k, k)
 test_acc = (pred == target).float().mean().item()
-assert confusion.sum() == len(test) and abs(confusion.diag().sum().item() / len(test) - history.last["test_acc"]) < 1e-6
+assert confusion.sum() == len(target) and abs(confusion.diag().sum().item() / len(target) - history.last["test_acc"]) < 1e-6
 fig, ax = plt.subplots(figsize=(6, 5))
 im = ax.imshow(confusion / confusion.sum(1, keepdim=True), cmap="Blues", vmin=0, vmax=1)
 ax.set_xticks(range(k), test.classes, rotation=60, ha="right")

@@ -41,6 +41,13 @@ except ImportError:
 vitcourse.setup()
 
 # %%
+# This chapter in the gpu profile, as `make rehearsal` planned it (the plan ships with the package):
+# its time on a T4 and on the GPU found here, and its peak memory.
+from vitcourse.plan import projected
+
+print(projected("01_seq2seq_attention"))
+
+# %%
 import matplotlib.pyplot as plt
 import torch
 

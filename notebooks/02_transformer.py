@@ -44,6 +44,13 @@ except ImportError:
 vitcourse.setup()
 
 # %%
+# This chapter in the gpu profile, as `make rehearsal` planned it (the plan ships with the package):
+# its time on a T4 and on the GPU found here, and its peak memory.
+from vitcourse.plan import projected
+
+print(projected("02_transformer"))
+
+# %%
 import math
 
 import matplotlib.pyplot as plt

@@ -52,6 +52,13 @@ except ImportError:
 vitcourse.setup()
 
 # %%
+# This chapter in the gpu profile, as `make rehearsal` planned it (the plan ships with the package):
+# its time on a T4 and on the GPU found here, and its peak memory.
+from vitcourse.plan import projected
+
+print(projected("05_deit"))
+
+# %%
 import time
 
 import matplotlib.pyplot as plt
@@ -166,7 +173,7 @@ plt.show()
 # %%
 r = recipe("vit")                                    # chapter 03's ViT ...
 torch.manual_seed(0)
-deit = r.build(train_data, prefix="cls_dist")        # ... with the distillation token
+deit = r.build(train_data, prefix="cls_dist").eval() # ... with the distillation token (eval: no drop path)
 x = torch.randn(2, deit.config.in_channels, deit.config.image_size, deit.config.image_size)
 with torch.no_grad():
     patches = deit.patch_embed(x)                                            # (B, N, D)
@@ -176,7 +183,7 @@ with torch.no_grad():
         z, _ = block(z)
     z = deit.norm(z)
     by_hand = (deit.head(z[:, 0]) + deit.prefix.head_dist(z[:, 1])) / 2      # late fusion
-    assert torch.allclose(deit.eval()(x), by_hand, atol=1e-5)
+    assert torch.allclose(deit(x), by_hand, atol=1e-5)
 print(f"tokens: {tuple(z.shape)} = 2 prefix tokens + {deit.config.num_patches} patches; "
       f"num_prefix_tokens = {deit.num_prefix_tokens}")
 
@@ -321,7 +328,7 @@ def head_predictions(model, loader):
     """Class-head, distillation-head and fused predictions, and the targets, over a loader."""
     out = {"class head": [], "distillation head": [], "both (average)": []}
     targets = []
-    for x, y in loader:
+    for x, y in vitcourse.rehearsal.batches(loader):  # every batch (one in a rehearsal: make rehearsal)
         z = model.encode(x)
         c, d = model.head(z[:, 0]), model.prefix.head_dist(z[:, 1])
         for key, logits in zip(out, (c, d, (c + d) / 2)):

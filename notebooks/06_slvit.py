@@ -57,6 +57,13 @@ except ImportError:
 vitcourse.setup()
 
 # %%
+# This chapter in the gpu profile, as `make rehearsal` planned it (the plan ships with the package):
+# its time on a T4 and on the GPU found here, and its peak memory.
+from vitcourse.plan import projected
+
+print(projected("06_slvit"))
+
+# %%
 import math
 import time
 

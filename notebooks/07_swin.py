@@ -56,6 +56,13 @@ except ImportError:
 vitcourse.setup()
 
 # %%
+# This chapter in the gpu profile, as `make rehearsal` planned it (the plan ships with the package):
+# its time on a T4 and on the GPU found here, and its peak memory.
+from vitcourse.plan import projected
+
+print(projected("07_swin"))
+
+# %%
 import math
 import time
 
@@ -297,7 +304,7 @@ def median_time(fn, repeats=5):
     sync = torch.cuda.synchronize if DEVICE.type == "cuda" else (lambda: None)   # GPU calls return early
     fn()                                                           # warm-up
     times = []
-    for _ in range(repeats):
+    for _ in range(vitcourse.rehearsal.repeats(repeats)):         # once in a rehearsal (make rehearsal)
         sync()
         t0 = time.perf_counter()
         fn()

@@ -26,6 +26,7 @@ def rehearsing(monkeypatch, tmp_path):
     monkeypatch.delenv("VITCOURSE_PRECISION", raising=False)
     monkeypatch.setenv("VITCOURSE_PLAN", str(tmp_path / "plan.jsonl"))
     monkeypatch.setenv("VITCOURSE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(rehearsal, "MEASURED", {})  # each test measures its own steps
     return tmp_path / "plan.jsonl"
 
 
@@ -125,6 +126,10 @@ def test_a_study_run_stops_at_the_cap_in_a_folder_of_its_own(rehearsing):
     study = Study("s")
     study.run({"steps": 50}, train_one)
     assert len(calls) == rehearsal.STEPS and _runs(rehearsing)[0]["steps"] == 50
+    study.run({"steps": 70}, train_one)  # the same step again: measured once, planned with its own steps
+    first, second = _runs(rehearsing)
+    assert len(rehearsal.MEASURED) == 1 and second["steps"] == 70
+    assert second["flops_per_step"] == first["flops_per_step"] > 0
     assert study.folder.name == "gpu-rehearsal"  # never mistaken for a real gpu run
 
 

@@ -97,7 +97,11 @@ def markdown(plan: dict) -> str:
     budget = (f"Budgets: a chapter at most {BUDGET['chapter_hours_T4']:g} h on a T4 and "
               f"{BUDGET['chapter_peak_memory_gib']:g} GiB, the course at most {BUDGET['course_hours_T4']:g} h. "
               + (f"Over budget: {', '.join(plan['over_budget'])}." if plan["over_budget"] else "All within."))
-    return "\n".join(["# The gpu profile, planned by `make rehearsal`", "", *lines, "", budget, "",
+    counted = ("Counted: every `fit` run's optimiser steps (the full budget: a run that stops early, such as "
+               "chapter 02's race at its target, takes less) and its evaluations' forward passes. Not counted: "
+               "augmentation on the device, the notebooks' own loops and analyses, Python overheads; peak "
+               "memory leaves out the framework's workspace (cuDNN, the allocator's cache).")
+    return "\n".join(["# The gpu profile, planned by `make rehearsal`", "", *lines, "", budget, "", counted, "",
                       "Effective throughput (hours = FLOPs / effective FLOP/s):", *notes, ""])
 
 

@@ -26,6 +26,9 @@ from .flops import flop_counter
 
 STEPS = 2         # optimiser steps of every training run in a rehearsal (the first is measured)
 EVAL_BATCHES = 1  # batches of every evaluation
+# One measurement per distinct step: a study's runs that differ only in seed, data or learning rate
+# have the same FLOPs and activations, and counting them again would only slow the rehearsal down.
+MEASURED: dict[str, dict] = {}
 
 
 def active() -> bool:
@@ -91,9 +94,23 @@ class StepMeter:
     def flops(self) -> int:
         return self.counter.get_total_flops()
 
+    def result(self) -> dict:
+        return {"flops": self.flops, "forward_flops": self.forward_flops, "saved_bytes": self.saved_bytes}
+
     @property
     def saved_bytes(self) -> int:
         return sum(self.storages.values())
+
+
+def step_key(model: torch.nn.Module, description: dict, inputs, precision: str) -> str:
+    """What decides a step's FLOPs and saved activations: the model and loss (``description``), which
+    parameters train, the shapes and dtypes of the batch, and the precision."""
+    def shapes(x):
+        if isinstance(x, (tuple, list)):
+            return [shapes(t) for t in x]
+        return [list(x.shape), str(x.dtype)] if torch.is_tensor(x) else str(x)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return json.dumps([description, trainable, shapes(inputs), precision], sort_keys=True, default=str)
 
 
 def device_data_bytes(loader) -> int:

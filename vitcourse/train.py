@@ -261,7 +261,10 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             position = None
         for step, (inputs, targets) in enumerate(batches, start=first):
             inputs, targets = _to(inputs, dev), _to(targets, dev)
-            meter = rehearsal.StepMeter(model) if rehearsal.active() and taken == 0 else None
+            key = None
+            if rehearsal.active() and taken == 0:  # the plan's numbers: measured once per distinct step
+                key = rehearsal.step_key(model, {k: fingerprint[k] for k in ("model", "loss")}, inputs, policy.name)
+            meter = rehearsal.StepMeter(model) if key is not None and key not in rehearsal.MEASURED else None
             with meter or contextlib.nullcontext():
                 with policy.autocast(dev.type):
                     outputs = _call(model, inputs)
@@ -283,8 +286,11 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
                 optimizer.step()
             scheduler.step()
             taken += 1
-            if meter is not None:  # after the optimiser step, so that its state exists
-                _plan_run(model, optimizer, meter, train, val, targets.shape[0], planned, epochs, policy)
+            if key is not None:  # after the optimiser step, so that its state exists
+                if meter is not None:
+                    rehearsal.MEASURED[key] = meter.result()
+                _plan_run(model, optimizer, rehearsal.MEASURED[key], train, val, targets.shape[0], planned, epochs,
+                          policy)
             c, k = _correct_and_count(outputs, targets)
             loss_sum += loss.detach().float() * k
             correct += c
@@ -333,16 +339,16 @@ def _num_samples(loader) -> int:
     return len(loader) * getattr(loader, "batch_size", 1)
 
 
-def _plan_run(model, optimizer, meter, train, val, batch, planned, epochs, policy) -> None:
+def _plan_run(model, optimizer, step: dict, train, val, batch, planned, epochs, policy) -> None:
     """One training run in the rehearsal's plan: its steps, FLOPs per step and memory (vitcourse.plan)."""
-    memory = {**rehearsal.model_state_bytes(model, optimizer), "saved_activations": meter.saved_bytes,
+    memory = {**rehearsal.model_state_bytes(model, optimizer), "saved_activations": step["saved_bytes"],
               "device_data": rehearsal.device_data_bytes(train) + rehearsal.device_data_bytes(val)}
     eval_images = epochs * _num_samples(val) if val is not None else 0
     rehearsal.record({
         "model": type(model).__name__, "config": describe_model(model)["config"],
         "params": sum(p.numel() for p in model.parameters()), "batch": batch, "steps": planned,
-        "precision": policy.name, "flops_per_step": meter.flops, "forward_flops_per_step": meter.forward_flops,
-        "eval_images": eval_images, "eval_flops": meter.forward_flops / batch * eval_images,
+        "precision": policy.name, "flops_per_step": step["flops"], "forward_flops_per_step": step["forward_flops"],
+        "eval_images": eval_images, "eval_flops": step["forward_flops"] / batch * eval_images,
         "memory_bytes": memory, "peak_memory_bytes": sum(memory.values())})
 
 

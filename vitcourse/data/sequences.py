@@ -143,6 +143,7 @@ class SequenceLoader:
         self.bucket = bucket
         self.seed, self.epoch = seed, 0
         self.device = torch.device(device) if device is not None else default_device()
+        self._content = None
 
     unit = "sentences"  # what fit's progress line counts
 
@@ -151,8 +152,9 @@ class SequenceLoader:
 
     def describe(self) -> dict:
         """The sentences and the batching, for a run's fingerprint."""
-        content = tensor_sha1(*(t for pair in self.pairs for t in pair))
-        return {"sentences": len(self.pairs), "content_sha1": content, "batch_size": self.batch_size,
+        if self._content is None:  # hashed once: fit asks for it at every call
+            self._content = tensor_sha1(*(t for pair in self.pairs for t in pair))
+        return {"sentences": len(self.pairs), "content_sha1": self._content, "batch_size": self.batch_size,
                 "shuffle": self.shuffle, "bucket": self.bucket, "drop_last": self.drop_last, "seed": self.seed}
 
     def set_epoch(self, epoch: int) -> None:
