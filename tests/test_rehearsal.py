@@ -64,7 +64,10 @@ def test_outside_a_rehearsal_nothing_is_cut(monkeypatch):
 
 def test_the_helpers_cut_loops_in_a_rehearsal(rehearsing):
     assert rehearsal.steps(600) == rehearsal.STEPS and rehearsal.steps(1) == 1 and rehearsal.repeats(5) == 1
-    assert list(rehearsal.batches(range(7))) == list(range(rehearsal.EVAL_BATCHES))
+    assert len(list(rehearsal.batches(range(7)))) == rehearsal.EVAL_BATCHES
+    big = [((torch.zeros(1000, 3), torch.ones(1000)), torch.arange(1000))] * 3
+    (((x, lengths), y),) = list(rehearsal.batches(big, 1))
+    assert len(x) == len(lengths) == len(y) == rehearsal.EVAL_SAMPLES
     assert profile() == "gpu"  # a rehearsal rehearses the gpu profile
 
 
@@ -143,8 +146,8 @@ def test_evaluate_reads_a_few_batches_in_a_rehearsal(rehearsing):
 
     spy = Spy()
     spy.dummy = nn.Parameter(torch.zeros(1))
-    evaluate(spy, DeviceLoader(_tiny_images(40), 5, shuffle=False, device="cpu"))
-    assert seen == [5] * rehearsal.EVAL_BATCHES
+    evaluate(spy, DeviceLoader(_tiny_images(400), 200, shuffle=False, device="cpu"))
+    assert seen == [rehearsal.EVAL_SAMPLES] * rehearsal.EVAL_BATCHES
 
 
 def test_cifar_is_a_stand_in_of_its_shape_in_a_rehearsal(rehearsing):

@@ -5,7 +5,10 @@ In a rehearsal every notebook runs its gpu-profile settings (the real models, ba
 sizes, class counts and augmentations, on CIFAR-shaped stand-in data made in memory), but every
 training run is cut to ``STEPS`` optimiser steps, every evaluation to ``EVAL_BATCHES`` batches and
 every timing loop to one repeat. These helpers decide the cuts, for ``fit``, ``evaluate`` and the
-notebooks' own loops alike; outside a rehearsal each returns what it was given.
+notebooks' own loops alike; outside a rehearsal each returns what it was given. The first step of a
+model, loss and batch shape not seen before runs at the full batch and is measured; every other
+step of a rehearsal runs on a sliver of its batch (``SLIVER`` samples): the same code, at a
+fraction of the CPU's time.
 
 While it runs, ``fit`` measures its first step for the plan (``vitcourse.plan``): the FLOPs of the
 forward and backward pass (``vitcourse.flops``, attention included) and the memory the step
@@ -25,7 +28,9 @@ import torch
 from .flops import flop_counter
 
 STEPS = 2         # optimiser steps of every training run in a rehearsal (the first is measured)
-EVAL_BATCHES = 1  # batches of every evaluation
+EVAL_BATCHES = 1  # batches of every evaluation ...
+EVAL_SAMPLES = 128  # ... each cut to this many samples (the code path is the same; the CPU's time is not)
+SLIVER = 2          # samples of a training step that is not measured
 # One measurement per distinct step: a study's runs that differ only in seed, data or learning rate
 # have the same FLOPs and activations, and counting them again would only slow the rehearsal down.
 MEASURED: dict[str, dict] = {}
@@ -41,9 +46,23 @@ def steps(planned: int) -> int:
     return min(planned, STEPS) if active() else planned
 
 
+def _head(x, k: int):
+    if isinstance(x, (tuple, list)):
+        return type(x)(_head(t, k) for t in x)
+    return x[:k] if torch.is_tensor(x) and x.ndim > 0 else x
+
+
+def sliver(x):
+    """The first ``SLIVER`` samples of a batch's inputs or targets (a tensor, or tuples of them)."""
+    return _head(x, SLIVER)
+
+
 def batches(loader, n: int = EVAL_BATCHES):
-    """Iterate over ``loader``: all of it, or its first ``n`` batches in a rehearsal."""
-    return itertools.islice(loader, n) if active() else loader
+    """Iterate over ``loader``: all of it, or in a rehearsal its first ``n`` batches, each cut to its
+    first ``EVAL_SAMPLES`` samples (inputs and targets alike, tuples of tensors too)."""
+    if not active():
+        return loader
+    return (_head(batch, EVAL_SAMPLES) for batch in itertools.islice(loader, n))
 
 
 def repeats(n: int) -> int:

@@ -261,10 +261,14 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             position = None
         for step, (inputs, targets) in enumerate(batches, start=first):
             inputs, targets = _to(inputs, dev), _to(targets, dev)
-            key = None
-            if rehearsal.active() and taken == 0:  # the plan's numbers: measured once per distinct step
-                key = rehearsal.step_key(model, {k: fingerprint[k] for k in ("model", "loss")}, inputs, policy.name)
-            meter = rehearsal.StepMeter(model) if key is not None and key not in rehearsal.MEASURED else None
+            batch, key, meter = targets.shape[0], None, None
+            if rehearsal.active():  # the plan's numbers: measured once per distinct step, the rest on a sliver
+                if taken == 0:
+                    key = rehearsal.step_key(model, {k: fingerprint[k] for k in ("model", "loss")}, inputs, policy.name)
+                if key is not None and key not in rehearsal.MEASURED:
+                    meter = rehearsal.StepMeter(model)
+                else:
+                    inputs, targets = rehearsal.sliver(inputs), rehearsal.sliver(targets)
             with meter or contextlib.nullcontext():
                 with policy.autocast(dev.type):
                     outputs = _call(model, inputs)
@@ -289,8 +293,7 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             if key is not None:  # after the optimiser step, so that its state exists
                 if meter is not None:
                     rehearsal.MEASURED[key] = meter.result()
-                _plan_run(model, optimizer, rehearsal.MEASURED[key], train, val, targets.shape[0], planned, epochs,
-                          policy)
+                _plan_run(model, optimizer, rehearsal.MEASURED[key], train, val, batch, planned, epochs, policy)
             c, k = _correct_and_count(outputs, targets)
             loss_sum += loss.detach().float() * k
             correct += c
