@@ -414,14 +414,16 @@ def train_losses(name):
     net = create_model(name, num_classes=len(train_full.classes), in_channels=c).to(probe[0].device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
-    # vitcourse.rehearsal.steps: DEGRADATION_STEPS, or only a few when `make rehearsal` tries the gpu profile
+    # vitcourse.rehearsal: all DEGRADATION_STEPS; when `make rehearsal` tries the gpu profile on a CPU, only
+    # a few, the first measured for the plan of the chapter's cost (fit does the same for its own steps)
     for step, (x, y) in enumerate(DeviceLoader(train_full, DEGRADATION_BATCH, seed=0, drop_last=True)):
         if step == vitcourse.rehearsal.steps(DEGRADATION_STEPS):
             break
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        with vitcourse.rehearsal.loop_step(net, opt, step, DEGRADATION_STEPS, DEGRADATION_BATCH):  # see below
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         losses.append(loss.detach())                 # kept on the device: no sync per step
     return torch.stack(losses).tolist()
 

@@ -221,3 +221,22 @@ def test_the_shipped_plan_is_what_the_rehearsal_of_these_notebooks_computes():
         pytest.skip(message)
     shipped = json.loads(plan.SHIPPED.read_text())
     _close(shipped["chapters"], json.loads(BUILT.read_text())["chapters"])
+
+
+def test_a_notebook_loop_stops_at_the_cap_and_plans_its_steps(rehearsing):
+    """The shape of chapter 00's own loop: rehearsal.steps ends it, loop_step measures its first step."""
+    model, data = MLP(), _tiny_images(40)
+    opt = torch.optim.Adam(model.parameters())
+    taken = 0
+    for step, (x, y) in enumerate(DeviceLoader(data, 5, seed=0, device="cpu")):
+        if step == rehearsal.steps(600):
+            break
+        with rehearsal.loop_step(model, opt, step, 600, 5):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        taken += 1
+    (run,) = _runs(rehearsing)
+    assert taken == rehearsal.STEPS and run["steps"] == 600 and run["loop"]
+    assert run["flops_per_step"] == 1_600 + 1_920  # the hand count of the fit test above

@@ -18,6 +18,7 @@ training run to ``$VITCOURSE_PLAN``.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -149,6 +150,22 @@ def model_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
     state = sum(_tensor_bytes(v) for s in optimizer.state.values() for v in s.values()
                 if torch.is_tensor(v) and v.ndim > 0)
     return {"parameters": params + buffers, "gradients": trainable, "optimizer_state": state}
+
+
+@contextlib.contextmanager
+def loop_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, planned: int, batch: int):
+    """Around one step of a notebook's own training loop (forward, backward, optimiser step): in a
+    rehearsal, step 0 is measured and the loop's ``planned`` steps go into the plan, as ``fit``'s do."""
+    if not active() or step != 0:
+        yield
+        return
+    with StepMeter(model) as meter:
+        yield
+    memory = {**model_state_bytes(model, optimizer), "saved_activations": meter.saved_bytes, "device_data": 0}
+    record({"model": type(model).__name__, "loop": True, "params": sum(p.numel() for p in model.parameters()),
+            "batch": batch, "steps": planned, "precision": "fp32", "flops_per_step": meter.flops,
+            "forward_flops_per_step": None, "eval_images": 0, "eval_flops": 0.0, "memory_bytes": memory,
+            "peak_memory_bytes": sum(memory.values())})
 
 
 def plan_file() -> Path | None:
