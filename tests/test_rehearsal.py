@@ -240,3 +240,21 @@ def test_a_notebook_loop_stops_at_the_cap_and_plans_its_steps(rehearsing):
     (run,) = _runs(rehearsing)
     assert taken == rehearsal.STEPS and run["steps"] == 600 and run["loop"]
     assert run["flops_per_step"] == 1_600 + 1_920  # the hand count of the fit test above
+
+
+def test_a_small_vits_memory_against_a_count_by_hand(rehearsing, monkeypatch):
+    monkeypatch.setenv("VITCOURSE_PRECISION", "fp32")
+    torch.manual_seed(0)
+    model = create_model("vit_smoke_patch8_32", num_classes=10)
+    c = model.config
+    n, d, hidden, b = (c.image_size // c.patch_size) ** 2, c.dim, int(c.dim * c.mlp_ratio), 4
+    per_block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * hidden + hidden) + (hidden * d + d)
+    params = (n + 1) * d + (c.patch_size ** 2 * 3 * d + d) + d + c.depth * per_block + 2 * d + (d * 10 + 10)
+    fit(model, DeviceLoader(synthetic("train", n=8, image_size=32), b, seed=0, device="cpu"), epochs=1,
+        progress=False, device="cpu")
+    (run,) = _runs(rehearsing)
+    memory = run["memory_bytes"]
+    assert run["params"] == params and memory["parameters"] == memory["gradients"] == 4 * params
+    assert memory["optimizer_state"] == 8 * params
+    # Every block keeps at least its input for LayerNorm's backward: depth x B x T x D floats.
+    assert memory["saved_activations"] >= c.depth * b * (n + 1) * d * 4
