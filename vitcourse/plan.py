@@ -115,11 +115,13 @@ def projected(chapter: str, plan: dict | None = None) -> str:
     c = plan["chapters"].get(chapter)
     if c is None:
         return f"{chapter} is not in the shipped gpu plan (run make rehearsal)"
-    line = f"gpu profile of {chapter}: about {60 * c['hours']['T4']:.0f} min on a T4"
+    def minutes(h):
+        return "under a minute" if h * 60 < 1 else f"about {h * 60:.0f} min"
+    line = f"gpu profile of {chapter}: {minutes(c['hours']['T4'])} on a T4"
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         known = next((g for g in GPUS if g in name), None)
-        line += f", {60 * c['hours'][known]:.0f} min on this {known}" if known else f" (this GPU: {name}, not planned)"
+        line += f", {minutes(c['hours'][known])} on this {known}" if known else f" (this GPU: {name}, not planned)"
     return line + f"; peak memory {c['peak_memory_gib']:.1f} GiB (planned by make rehearsal)"
 
 
