@@ -62,3 +62,22 @@ def test_recipe_run_dir_is_one_folder_per_recipe_data_and_seed(data, tmp_path):
               recipe_run_dir(RECIPE, subset(train, 32), name="ch03", root=tmp_path),
               recipe_run_dir(RECIPE, train, name="ch05", root=tmp_path)]
     assert len({folder, *others}) == 5
+
+
+def test_train_for_steps_takes_exactly_its_steps_and_keeps_a_curve(data):
+    from vitcourse.data import DeviceLoader
+    from vitcourse.recipes import train_for_steps
+    train, test = data
+    steps, handle = _optimizer_steps()
+    try:
+        torch.manual_seed(0)
+        model = RECIPE.build(train)
+        history = train_for_steps(RECIPE, model, train, steps=6, seed=0, evals=3, batch_size=16, device="cpu",
+                                  curve=DeviceLoader(test, 40, shuffle=False, device="cpu"))
+    finally:
+        handle.remove()
+    assert len(steps) == 6                       # 64 images in batches of 16: the steps go round the data
+    assert [e["step"] for e in history.epochs] == [2, 4, 6]
+    assert all(0.0 <= e["test_acc"] <= 1.0 and "train_acc" in e for e in history.epochs)
+    with pytest.raises(ValueError, match="multiple of evals=4.*steps=8"):
+        train_for_steps(RECIPE, model, train, steps=10, seed=0, evals=4)

@@ -99,3 +99,31 @@ def test_t_critical_values():
     assert t_critical(11) == t_critical(10) > t_critical(12) > t_critical(100) == 1.96   # stricter between entries
     with pytest.raises(ValueError, match="at least 2 runs"):
         t_critical(0)
+
+
+def test_paired_difference_and_its_noise():
+    from vitcourse.claims import paired, t_critical
+    p = paired([0.80, 0.82, 0.81], [0.78, 0.79, 0.80])
+    assert p.diffs == pytest.approx((0.02, 0.03, 0.01)) and p.mean == pytest.approx(0.02)
+    assert p.se == pytest.approx(0.01 / 3 ** 0.5) and p.t_crit == t_critical(2)
+    assert not p.real                           # 3.5 standard errors < 4.303 with 2 degrees of freedom
+    assert paired([0.80, 0.82, 0.81, 0.83], [0.78, 0.79, 0.80, 0.81]).real
+    assert "within the noise" in p.describe() and "+0.0200" in p.describe()
+    # Pairing matters: the same numbers unpaired have arms whose spreads swamp a constant difference.
+    q = paired([0.70, 0.80, 0.90], [0.69, 0.79, 0.89])
+    assert q.real and q.mean == pytest.approx(0.01)
+    one = paired([0.8], [0.7])
+    assert not one.real and "one seed" in one.describe()
+    with pytest.raises(ValueError, match="same, non-zero number"):
+        paired([0.8, 0.9], [0.7])
+
+
+def test_late_rise_reads_the_last_fifth_of_a_curve():
+    from vitcourse.claims import late_rise
+    steps = [100, 200, 300, 400, 500]
+    assert late_rise(steps, [0.5, 0.6, 0.7, 0.75, 0.76]) == pytest.approx(0.01)   # 500 vs 400
+    assert late_rise(steps, [0.5, 0.6, 0.7, 0.75, 0.76], fraction=0.5) == pytest.approx(0.16)  # vs 200
+    with pytest.raises(ValueError, match="at least 2 points"):
+        late_rise([100], [0.5])
+    with pytest.raises(ValueError, match="evaluate more often"):
+        late_rise([450, 500], [0.5, 0.6], fraction=0.2)

@@ -417,3 +417,27 @@ def test_history_names_the_evaluation_set_and_notes_the_training_loss(tiny_data)
     assert any("label smoothing" in t for t in labels) and any(t.startswith("test") for t in labels)
     import matplotlib.pyplot as plt
     plt.close("all")
+
+
+def test_measure_keeps_numbers_in_every_record_and_changes_nothing(tiny_data, tmp_path):
+    """fit(measure=...) adds its numbers to each epoch's record, in eval mode without gradients, and the
+    weights end exactly as without it (it draws no random numbers and leaves train mode on)."""
+    modes = []
+
+    def measure(model):
+        modes.append((model.training, torch.is_grad_enabled()))
+        return {"head_norm": model.head.weight.norm().item()}
+
+    kw = dict(epochs=2, lr=3e-3, progress=False, device="cpu")
+    torch.manual_seed(0)
+    plain = TinyNet()
+    fit(plain, *_loaders(tiny_data), **kw)
+    torch.manual_seed(0)
+    measured = TinyNet()
+    history = fit(measured, *_loaders(tiny_data), measure=measure, checkpoint=tmp_path / "c.pt", **kw)
+    assert modes == [(False, False), (False, False)] and measured.training
+    assert [e["head_norm"] for e in history.epochs] == pytest.approx([history.epochs[0]["head_norm"],
+                                                                       measured.head.weight.norm().item()])
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), measured.state_dict().values()))
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)["history"]
+    assert [e["head_norm"] for e in saved] == [e["head_norm"] for e in history.epochs]

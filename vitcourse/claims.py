@@ -37,6 +37,71 @@ def t_critical(dof: int) -> float:
     return _T95[max(k for k in _T95 if k <= dof)]
 
 
+@dataclass(frozen=True)
+class Paired:
+    """``a - b`` judged over paired runs (seed ``i`` of ``a`` and of ``b`` share initial weights and data
+    order, so the noise of the difference is the spread of the per-seed differences, not of each arm)."""
+    diffs: tuple
+    mean: float
+    se: float            # standard error of the mean difference (inf with a single pair)
+    t_crit: float        # the number of standard errors 95% needs with len(diffs) - 1 degrees of freedom
+
+    @property
+    def n(self) -> int:
+        return len(self.diffs)
+
+    @property
+    def real(self) -> bool:
+        """The mean difference is more than ``t_crit`` standard errors from zero (two-sided, 95%)."""
+        return abs(self.mean) > self.t_crit * self.se
+
+    @property
+    def half_width(self) -> float:
+        """Half the 95% confidence interval of the mean difference."""
+        return self.t_crit * self.se
+
+    def describe(self, unit: str = "") -> str:
+        """One line: the per-seed differences, the mean with its 95% interval, and the verdict."""
+        per_seed = ", ".join(f"{d:+.4f}" for d in self.diffs)
+        if self.n < 2:
+            return f"{self.mean:+.4f}{unit} from one seed: no noise estimate, no verdict"
+        verdict = "a real difference" if self.real else "within the noise"
+        return (f"{self.mean:+.4f}{unit} +- {self.half_width:.4f} (95%, {self.n} paired seeds: {per_seed}): "
+                f"{abs(self.mean) / self.se if self.se else float('inf'):.1f} standard errors, {verdict}")
+
+
+def paired(a, b) -> Paired:
+    """Compare two arms run with the same seeds, ``a[i]`` against ``b[i]``: the mean of ``a - b``, its
+    standard error from the spread of the differences, and Student's t for ``n - 1`` degrees of freedom."""
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired() needs the same, non-zero number of runs in both arms; got {len(a)} and {len(b)}"
+                         " (run every arm with every seed)")
+    diffs = tuple(x - y for x, y in zip(a, b))
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 2:
+        return Paired(diffs, mean, float("inf"), float("inf"))
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    return Paired(diffs, mean, (var / n) ** 0.5, t_critical(n - 1))
+
+
+def late_rise(steps, values, fraction: float = 0.2) -> float:
+    """How much ``values`` (a learning curve at ``steps``) rose over the last ``fraction`` of the steps:
+    the last value minus the value at the last point at or before step ``(1 - fraction) * steps[-1]``.
+    A run near convergence rises little there; "test accuracy rose less than 0.5 points over the last
+    20% of steps" is ``late_rise(steps, acc) < 0.005``."""
+    steps, values = list(steps), list(values)
+    if len(steps) != len(values) or len(steps) < 2:
+        raise ValueError(f"late_rise needs a curve of at least 2 points with one value per step; got {len(steps)} "
+                         f"steps and {len(values)} values (evaluate more often during training)")
+    cut = (1 - fraction) * steps[-1]
+    earlier = [i for i, s in enumerate(steps) if s <= cut]
+    if not earlier:
+        raise ValueError(f"no point of the curve lies at or before step {cut:g}: evaluate more often")
+    return values[-1] - values[earlier[-1]]
+
+
 @dataclass
 class Claim:
     id: str

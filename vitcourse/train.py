@@ -175,7 +175,7 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
         warmup_epochs: float = 0.0, label_smoothing: float = 0.0, grad_clip: float | None = 1.0,
         betas=(0.9, 0.999), compile: bool = False, checkpoint=None, resume: bool = True,
         checkpoint_minutes: float | None = 5.0, loss_fn=None, progress: bool = True, on_epoch_end=None,
-        device=None, val_name: str = "val") -> History:
+        measure=None, device=None, val_name: str = "val") -> History:
     """Train ``model`` on ``train`` (re-iterable (inputs, targets) batches with a len()) for ``epochs``.
 
     ``val``: a loader evaluated after every epoch, recorded as ``<val_name>_loss`` / ``<val_name>_acc``
@@ -191,6 +191,9 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
     from such a save ends with exactly the weights of an uninterrupted run.
     ``loss_fn(outputs, targets, inputs)`` replaces the default label-smoothed cross-entropy, e.g.
     for distillation; it runs under the precision policy's autocast, like the model.
+    ``measure(model) -> dict``: numbers to keep in every epoch's record (saved with it), e.g. a learned
+    temperature or an attention entropy as training goes; called in eval mode without gradients, and
+    it must draw no random numbers (a resumed run would then differ).
     ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint.
     """
     dev = torch.device(device) if device is not None else runtime.device()
@@ -319,6 +322,9 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
         if val is not None:
             metrics = evaluate(model, val, device=dev)
             record.update({f"{val_name}_loss": metrics["loss"], f"{val_name}_acc": metrics["acc"]})
+        if measure is not None:
+            with runtime.evaluating(model), torch.no_grad():
+                record.update(measure(model))
         history.epochs.append(record)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))

@@ -263,8 +263,8 @@ SWIN_CONFIGS = {
     "swin_b": dict(dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path=0.5),
     # The course's data, with about the parameters of chapter 03's ViT of the same profile: 2x2 patches,
     # windows that tile every stage (a 7x7 last stage at 28 px is one window: nothing to shift there).
-    "swin_fashion_28": dict(image_size=28, patch_size=2, in_channels=1, num_classes=10, dim=60, depths=(2, 4),
-                            num_heads=(2, 4), window_size=7, drop_path=0.1),
+    "swin_fashion_28": dict(image_size=28, patch_size=2, in_channels=1, num_classes=10, dim=40, depths=(2, 2),
+                            num_heads=(2, 4), window_size=7, mlp_ratio=2.0, drop_path=0.0),
     "swin_cifar_32": dict(image_size=32, patch_size=2, in_channels=3, num_classes=10, dim=64, depths=(2, 2, 4),
                           num_heads=(2, 4, 8), window_size=4, mlp_ratio=2.0, drop_path=0.1),
     "swin_smoke_32": dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, dim=16, depths=(2, 2),
