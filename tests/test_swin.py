@@ -4,7 +4,7 @@ import torch
 import torchvision
 
 from vitcourse.models import create_model
-from vitcourse.models.convert import swin_from_torchvision
+from vitcourse.models.convert import UnsupportedReference, swin_from_torchvision
 from vitcourse.models import registry
 from vitcourse.models.swin import (PatchMerging, SwinConfig, SwinTransformer, WindowAttention, register_swin,
                                    relative_position_index, shift_attention_mask, shift_regions, window_partition,
@@ -28,6 +28,52 @@ def test_conversion_from_torchvision_swin_t_matches_logits():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+def _small_torchvision_swin(seed: int = 0):
+    """A torchvision Swin for 32 px images (2x2 patches, 4x4 windows: 16x16 then 8x8 maps, both shifted),
+    every weight perturbed so that the logits are of order 1 and a wrong tensor shows."""
+    from torchvision.models.swin_transformer import SwinTransformer as TVSwin
+    torch.manual_seed(seed)
+    ref = TVSwin(patch_size=[2, 2], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                 num_classes=10).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return ref
+
+
+def test_conversion_of_a_32px_torchvision_swin_matches_logits():
+    ref = _small_torchvision_swin()
+    ours = swin_from_torchvision(ref, image_size=32)
+    assert ours.config.image_size == 32
+    # Both stages are wider than one window, so both have shifted blocks and the shift mask is exercised.
+    assert [b.attn.shift_size for stage in ours.stages for b in stage] == [0, 2, 0, 2]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = ref(x)
+        assert expected.abs().max() > 0.5                     # logits large enough for atol to mean something
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_conversion_refuses_image_sizes_the_two_swins_do_not_share():
+    """Sizes that convert are multiples of patch * 2**(stages-1) * window = 16 here; every other size is
+    refused with that fix, whether SwinConfig rejects it or it would give a map smaller than a window."""
+    ref = _small_torchvision_swin()
+    # 8 px: stage 2's map is 2x2, smaller than the 4x4 window. SwinConfig accepts it (ours would shrink
+    # the window to the map) but torchvision pads the map to a window, a different function.
+    with pytest.raises(UnsupportedReference, match=r"stage 2 has a 2x2 feature map, smaller than the 4x4 "
+                                                   r"window.*torchvision pads.*multiple of 16"):
+        swin_from_torchvision(ref, image_size=8)
+    # 24 px: a 12x12 then 6x6 map; 4x4 windows do not tile 6x6 (SwinConfig's check, reused).
+    with pytest.raises(UnsupportedReference, match=r"image_size=24: stage 2 has a 6x6 feature map that 4x4 "
+                                                   r"windows do not tile.*multiple of 16"):
+        swin_from_torchvision(ref, image_size=24)
+    with pytest.raises(UnsupportedReference, match=r"not divisible by patch size 2.*multiple of 16"):
+        swin_from_torchvision(ref, image_size=31)
+    # swin_t keeps its default of 224 px and has no other size below 448.
+    with pytest.raises(UnsupportedReference, match="multiple of 224"):
+        swin_from_torchvision(torchvision.models.swin_t(), image_size=32)
 
 
 def test_shift_mask_matches_a_brute_force_construction():
