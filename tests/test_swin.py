@@ -173,6 +173,20 @@ def test_course_swins_build_run_and_shift_where_there_is_room(name, channels, si
     assert [b.attn.shift_size for stage in model.stages for b in stage] == shifts
 
 
+def test_course_swins_parameters_against_chapter_03s_vit_as_swin_py_says():
+    """SWIN_CONFIGS' comment: about the ViT's parameters in the smoke and gpu profiles, several times
+    them in the cpu one."""
+    from vitcourse.recipes import recipe
+
+    def params(name, profile):
+        with torch.device("meta"):
+            return sum(p.numel() for p in create_model(recipe(name, profile).model).parameters())
+
+    for profile in ("smoke", "gpu"):
+        assert params("swin", profile) == pytest.approx(params("vit", profile), rel=0.1), profile
+    assert params("swin", "cpu") > 3 * params("vit", "cpu")
+
+
 def test_swin_configs_are_validated_at_registration(monkeypatch):
     """A named Swin whose windows do not tile fails when it is registered, and is not registered."""
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))

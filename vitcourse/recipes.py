@@ -65,7 +65,8 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         "gpu": Recipe("vit_hybrid_cifar_32", epochs=100, batch_size=256, lr=1e-3, warmup_epochs=5,
                       augment=dict(crop_padding=4, flip=True, randaugment=True)),
     },
-    # Chapter 07's Swin, trained like chapter 03's ViT, with about its number of parameters.
+    # Chapter 07's Swin, trained like chapter 03's ViT; about its number of parameters in the smoke and
+    # gpu profiles, several times it in the cpu one (vitcourse/models/swin.py, SWIN_CONFIGS).
     "swin": {
         "smoke": Recipe("swin_smoke_32", epochs=1, batch_size=128, lr=2e-3, warmup_epochs=0.2),
         "cpu": Recipe("swin_fashion_28", epochs=8, batch_size=64, lr=1e-3, warmup_epochs=0.5),

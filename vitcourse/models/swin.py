@@ -267,8 +267,11 @@ SWIN_CONFIGS = {
     "swin_t": dict(dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path=0.2),
     "swin_s": dict(dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path=0.3),
     "swin_b": dict(dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path=0.5),
-    # The course's data, with about the parameters of chapter 03's ViT of the same profile: 2x2 patches,
-    # windows that tile every stage (a 7x7 last stage at 28 px is one window: nothing to shift there).
+    # The course's data, one per profile (chapter 07's recipe("swin")), windows that tile every stage (a
+    # 7x7 last stage at 28 px is one window: nothing to shift there). The gpu and smoke Swins have about
+    # the parameters of chapter 03's ViT of the same profile; the cpu one, swin_fashion_28, has several
+    # times those of vit_fashion_patch4_28 (its second stage, 120 wide and 4 blocks with 4x MLPs, holds
+    # most of them). tests/test_swin.py checks both statements.
     "swin_fashion_28": dict(image_size=28, patch_size=2, in_channels=1, num_classes=10, dim=60, depths=(2, 4),
                             num_heads=(2, 4), window_size=7, drop_path=0.1),
     "swin_cifar_32": dict(image_size=32, patch_size=2, in_channels=3, num_classes=10, dim=64, depths=(2, 2, 4),
