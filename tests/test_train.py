@@ -325,6 +325,10 @@ def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
 def test_unknown_model_name_suggests():
     with pytest.raises(KeyError, match="Did you mean .*resnet20.*Known models"):
         create_model("resnet21")
+    # The start of known names (below difflib's cutoff: their suffix is long) suggests them.
+    with pytest.raises(KeyError, match=r"Did you mean 'vit_tiny_patch14_224', 'vit_tiny_patch16_224' or "
+                                       r"'vit_tiny_patch32_224'\? Known models"):
+        create_model("vit_tiny")
 
 
 def test_compile_in_place_keeps_plain_checkpoint_keys(tmp_path):
