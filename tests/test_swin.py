@@ -4,7 +4,7 @@ import torch
 import torchvision
 
 from vitcourse.models import create_model
-from vitcourse.models.convert import swin_from_torchvision
+from vitcourse.models.convert import UnsupportedReference, swin_from_torchvision
 from vitcourse.models import registry
 from vitcourse.models.swin import (PatchMerging, SwinConfig, SwinTransformer, WindowAttention, register_swin,
                                    relative_position_index, shift_attention_mask, shift_regions, window_partition,
@@ -28,6 +28,52 @@ def test_conversion_from_torchvision_swin_t_matches_logits():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+def _small_torchvision_swin(seed: int = 0):
+    """A torchvision Swin for 32 px images (2x2 patches, 4x4 windows: 16x16 then 8x8 maps, both shifted),
+    every weight perturbed so that the logits are of order 1 and a wrong tensor shows."""
+    from torchvision.models.swin_transformer import SwinTransformer as TVSwin
+    torch.manual_seed(seed)
+    ref = TVSwin(patch_size=[2, 2], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                 num_classes=10).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return ref
+
+
+def test_conversion_of_a_32px_torchvision_swin_matches_logits():
+    ref = _small_torchvision_swin()
+    ours = swin_from_torchvision(ref, image_size=32)
+    assert ours.config.image_size == 32
+    # Both stages are wider than one window, so both have shifted blocks and the shift mask is exercised.
+    assert [b.attn.shift_size for stage in ours.stages for b in stage] == [0, 2, 0, 2]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = ref(x)
+        assert expected.abs().max() > 0.5                     # logits large enough for atol to mean something
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_conversion_refuses_image_sizes_the_two_swins_do_not_share():
+    """Sizes that convert are multiples of patch * 2**(stages-1) * window = 16 here; every other size is
+    refused with that fix, whether SwinConfig rejects it or it would give a map smaller than a window."""
+    ref = _small_torchvision_swin()
+    # 8 px: stage 2's map is 2x2, smaller than the 4x4 window. SwinConfig accepts it (ours would shrink
+    # the window to the map) but torchvision pads the map to a window, a different function.
+    with pytest.raises(UnsupportedReference, match=r"stage 2 has a 2x2 feature map, smaller than the 4x4 "
+                                                   r"window.*torchvision pads.*multiple of 16"):
+        swin_from_torchvision(ref, image_size=8)
+    # 24 px: a 12x12 then 6x6 map; 4x4 windows do not tile 6x6 (SwinConfig's check, reused).
+    with pytest.raises(UnsupportedReference, match=r"image_size=24: stage 2 has a 6x6 feature map that 4x4 "
+                                                   r"windows do not tile.*multiple of 16"):
+        swin_from_torchvision(ref, image_size=24)
+    with pytest.raises(UnsupportedReference, match=r"not divisible by patch size 2.*multiple of 16"):
+        swin_from_torchvision(ref, image_size=31)
+    # swin_t keeps its default of 224 px and has no other size below 448.
+    with pytest.raises(UnsupportedReference, match="multiple of 224"):
+        swin_from_torchvision(torchvision.models.swin_t(), image_size=32)
 
 
 def test_shift_mask_matches_a_brute_force_construction():
@@ -111,7 +157,7 @@ def test_bad_inputs_raise_clear_errors():
 
 @pytest.mark.parametrize("name, channels, size, shifts", [
     # 28 px, patch 2: a 14x14 map (7x7 windows, shifted by 3), then 7x7: one window, nothing to shift.
-    ("swin_fashion_28", 1, 28, [0, 3, 0, 0, 0, 0]),
+    ("swin_fashion_28", 1, 28, [0, 3, 0, 0]),
     # 32 px, patch 2: 16x16 and 8x8 maps (4x4 windows, shifted by 2), then 4x4: one window.
     ("swin_cifar_32", 3, 32, [0, 2, 0, 2, 0, 0, 0, 0]),
 ])
@@ -125,6 +171,20 @@ def test_course_swins_build_run_and_shift_where_there_is_room(name, channels, si
     model.eval()(x).sum().backward()                          # ... and without (every branch kept)
     assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()] == []
     assert [b.attn.shift_size for stage in model.stages for b in stage] == shifts
+
+
+def test_course_swins_have_about_the_parameters_of_chapter_03s_vit_as_swin_py_says():
+    """SWIN_CONFIGS' comment, and chapter 07's comparison of like with like: in every profile the Swin has
+    about the parameters of chapter 03's ViT and is trained by the same recipe but for the model."""
+    from vitcourse.recipes import recipe
+
+    def params(name, profile):
+        with torch.device("meta"):
+            return sum(p.numel() for p in create_model(recipe(name, profile).model).parameters())
+
+    for profile in ("smoke", "cpu", "gpu"):
+        assert params("swin", profile) == pytest.approx(params("vit", profile), rel=0.1), profile
+        assert recipe("swin", profile).replace(model="x") == recipe("vit", profile).replace(model="x"), profile
 
 
 def test_swin_configs_are_validated_at_registration(monkeypatch):

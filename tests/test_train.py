@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -313,18 +314,57 @@ def test_command_line_writes_checkpoint_and_history(tmp_path, capsys):
     assert (out / "checkpoint.pt").exists()
     stored = json.loads((out / "history.json").read_text())
     assert stored["final"]["epoch"] == 1 == result["final"]["epoch"]
-    with pytest.raises(SystemExit):  # refuses to overwrite a run without --resume
+    with pytest.raises(SystemExit) as exited:  # refuses to overwrite a run without --resume
         main(args)
-    assert "--resume" in capsys.readouterr().err
+    assert exited.value.code == 2 and "--resume" in capsys.readouterr().err
     saved = (out / "checkpoint.pt").read_bytes()
     again = main(args + ["--resume"])  # finished: resumes to the end at once, nothing trained again
     assert again["history"] == result["history"]            # the same record, its timings included
     assert (out / "checkpoint.pt").read_bytes() == saved
 
 
+@pytest.mark.parametrize("change, message", [
+    # A name that begins known ones: difflib alone finds nothing (the suffix is too long).
+    (["--model", "vit_tiny"], r"argument --model: unknown model 'vit_tiny'\. Did you mean 'vit_tiny_patch14_224', "
+                              r"'vit_tiny_patch16_224' or 'vit_tiny_patch32_224'\? Known models: .*, resnet8, "),
+    (["--model", "resnet21"], r"unknown model 'resnet21'\. Did you mean .*'resnet20'.*\? Known models: "),
+    (["--model", "qqq"], r"unknown model 'qqq'\. Known models: deit_"),
+    (["--dataset", "fashion"], r"argument --dataset: unknown data set 'fashion'\. Did you mean 'fashion_mnist'\? "
+                               r"Known data sets: cifar10, cifar100, fashion_mnist, synthetic\.$"),
+    (["--epochs", "0"], r"argument --epochs: must be at least 1 \(0 epochs trains nothing\), got 0$"),
+    (["--batch-size", "0"], r"argument --batch-size: must be at least 1, got 0$"),
+    (["--lr", "-0.001"], r"argument --lr: must be positive, got -0.001$"),
+    (["--lr", "nan"], r"argument --lr: must be positive, got nan$"),
+    (["--weight-decay", "-0.05"], r"argument --weight-decay: cannot be negative, got -0.05$"),
+    (["--warmup-epochs", "-1"], r"argument --warmup-epochs: cannot be negative, got -1.0$"),
+    (["--label-smoothing", "1"], r"argument --label-smoothing: must be in \[0, 1\), got 1.0$"),
+    (["--crop-padding", "-2"], r"argument --crop-padding: cannot be negative, got -2$"),
+    (["--subset", "5"], r"argument --subset: must be a fraction of the train split, in \(0, 1\], got 5.0$"),
+])
+def test_command_line_refuses_bad_arguments_in_one_line_with_the_fix(tmp_path, capsys, change, message):
+    """A wrong name or a nonsense number: exit status 2 and one line on stderr saying what is wrong and
+    what would be right, before any data is loaded, model built or folder made."""
+    args = {"--model": "resnet8", "--dataset": "synthetic", "--epochs": "1", "--out": str(tmp_path / "run")}
+    args.update(dict(zip(change[::2], change[1::2])))
+    with pytest.raises(SystemExit) as exited:
+        main([part for pair in args.items() for part in pair] + ["--no-progress"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err                      # no traceback, no usage text
+    assert lines[0].startswith("python -m vitcourse.train: error: ")
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_model_name_suggests():
     with pytest.raises(KeyError, match="Did you mean .*resnet20.*Known models"):
         create_model("resnet21")
+    # The start of known names (below difflib's cutoff: their suffix is long) suggests them.
+    with pytest.raises(KeyError, match=r"Did you mean 'vit_tiny_patch14_224', 'vit_tiny_patch16_224' or "
+                                       r"'vit_tiny_patch32_224'\? Known models"):
+        create_model("vit_tiny")
 
 
 def test_compile_in_place_keeps_plain_checkpoint_keys(tmp_path):

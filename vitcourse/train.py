@@ -363,8 +363,10 @@ def _plan_run(model, optimizer, step: dict, train, val, batch, planned, epochs, 
 
 def main(argv=None) -> dict:
     """``python -m vitcourse.train``: train a registered model on a data set, write checkpoint + history."""
+    from ._names import unknown_name
     from .data import DeviceLoader, load, subset
-    from .models import create_model
+    from .data.images import LOADERS
+    from .models import create_model, list_models
 
     p = argparse.ArgumentParser(prog="python -m vitcourse.train", description=main.__doc__)
     p.add_argument("--model", required=True, help="a name from vitcourse.models.list_models()")
@@ -384,10 +386,32 @@ def main(argv=None) -> dict:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
+    def fail(message: str):
+        # argparse's error line and exit status 2, without the usage above it: the usage would not
+        # say what is wrong with a well-formed command line.
+        p.exit(2, f"{p.prog}: error: {message}\n")
+
+    # Every argument is checked before the data set is loaded (a download) or a model built.
+    if args.model not in list_models():
+        fail(f"argument --model: {unknown_name('model', args.model, list_models())}")
+    if args.dataset not in LOADERS:
+        fail(f"argument --dataset: {unknown_name('data set', args.dataset, LOADERS)}")
+    for flag, ok, rule in (
+            ("--epochs", args.epochs >= 1, "must be at least 1 (0 epochs trains nothing)"),
+            ("--batch-size", args.batch_size >= 1, "must be at least 1"),
+            ("--lr", args.lr > 0, "must be positive"),  # written so that a NaN fails too
+            ("--weight-decay", args.weight_decay >= 0, "cannot be negative"),
+            ("--warmup-epochs", args.warmup_epochs >= 0, "cannot be negative"),
+            ("--label-smoothing", 0 <= args.label_smoothing < 1, "must be in [0, 1)"),
+            ("--crop-padding", args.crop_padding >= 0, "cannot be negative"),
+            ("--subset", args.subset is None or 0 < args.subset <= 1,
+             "must be a fraction of the train split, in (0, 1]")):
+        if not ok:
+            fail(f"argument {flag}: {rule}, got {getattr(args, flag[2:].replace('-', '_'))}")
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not args.resume:
-        p.error(f"{ckpt} exists; pass --resume to continue that run, or choose another --out")
+        fail(f"{ckpt} exists; pass --resume to continue that run, or choose another --out")
     runtime.seed_everything(args.seed)
     train, test = load(args.dataset, "train"), load(args.dataset, "test")
     if args.subset:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import rehearsal
+from .._names import unknown_name
 from ..runtime import profile
 from .._io import atomic_save
 
@@ -77,7 +78,7 @@ def load(name: str, split: str = "train", *, root=None, download: bool = True, *
     in memory (see ``synthetic``; keyword arguments go to it) and never touches the disk.
     """
     if name not in LOADERS:
-        raise KeyError(f"unknown data set {name!r}; known data sets: {', '.join(sorted(LOADERS))}")
+        raise KeyError(unknown_name("data set", name, LOADERS))
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
     if name == "synthetic":

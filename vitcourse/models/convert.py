@@ -7,6 +7,8 @@ function as both references, not just that the shapes fit.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch.nn as nn
 
 from .vit import ViT, ViTConfig
@@ -132,8 +134,14 @@ def deit_from_timm(model: nn.Module) -> ViT:
     return _load(_timm_config(model, "cls_dist", 2), state)
 
 
-def swin_from_torchvision(model: nn.Module):
-    """A vitcourse ``SwinTransformer`` with the weights of torchvision's (swin_t, swin_s, swin_b; v1 only)."""
+def swin_from_torchvision(model: nn.Module, image_size: int = 224):
+    """A vitcourse ``SwinTransformer`` with the weights of torchvision's (swin_t, swin_s, swin_b; v1 only),
+    for images of ``image_size`` pixels.
+
+    torchvision's Swin takes any input size; ours is built for one. Every stage's feature map must be
+    tiled by whole windows, so ``image_size`` must be a multiple of patch_size * 2**(stages-1) * window
+    (224 for swin_t/s/b; 32 for patch 2, two stages and 4x4 windows).
+    """
     from torchvision.models.swin_transformer import PatchMerging, SwinTransformer as TVSwin, SwinTransformerBlock
     from .swin import SwinConfig, SwinTransformer
     _require(isinstance(model, TVSwin), f"expected a torchvision SwinTransformer, got {type(model).__name__}")
@@ -142,12 +150,31 @@ def swin_from_torchvision(model: nn.Module):
              "Swin V2 (PatchMergingV2, log-spaced continuous position bias) is not supported: use swin_t/s/b")
     embed = model.features[0][0]
     first = stages[0][0]
-    window = first.attn.window_size[0]
-    config = SwinConfig(image_size=224, patch_size=embed.kernel_size[0], in_channels=embed.in_channels,
+    patch, window = embed.kernel_size, first.attn.window_size
+    _require(patch[0] == patch[1] and window[0] == window[1], f"only square patches and windows are supported, "
+             f"got patch_size={list(patch)} and window_size={list(window)}")
+    patch, window = patch[0], window[0]
+    step = patch * 2 ** (len(stages) - 1) * window  # every image size that converts is a multiple of this
+    # Built first at a size that always fits, so that an error here is about the model, not the size ...
+    config = SwinConfig(image_size=step, patch_size=patch, in_channels=embed.in_channels,
                         num_classes=model.head.out_features, dim=embed.out_channels,
                         depths=tuple(len(s) for s in stages), num_heads=tuple(s[0].attn.num_heads for s in stages),
                         window_size=window, mlp_ratio=first.mlp[0].out_features / embed.out_channels,
                         drop_path=0.0, norm_eps=model.norm.eps)
+    try:  # ... then at the size asked for: SwinConfig checks the patch size, every merge and the windows' tiling
+        config = dataclasses.replace(config, image_size=image_size)
+    except ValueError as err:
+        # The window size is fixed by the weights, so the fix is the image size.
+        raise UnsupportedReference(f"cannot convert at image_size={image_size}: {err}. The window size is "
+                                   f"fixed by the weights: pass an image_size that is a multiple of {step}") from None
+    # SwinConfig accepts a map smaller than the window (ours then shrinks the window to the map), but
+    # torchvision pads such a map to a whole window and lets the zero padding take part in attention:
+    # the two compute different functions there, and our bias table would be smaller than theirs.
+    for stage, side in enumerate(config.stage_sides(), start=1):
+        _require(side >= window, f"at image_size={image_size}, stage {stage} has a {side}x{side} feature map, "
+                 f"smaller than the {window}x{window} window (torchvision pads it to the window, ours shrinks the "
+                 f"window to the map: they would compute different functions); pass an image_size that is a "
+                 f"multiple of {step}")
     src = model.state_dict()
     state = {"patch_embed.weight": src["features.0.0.weight"], "patch_embed.bias": src["features.0.0.bias"],
              "patch_norm.weight": src["features.0.2.weight"], "patch_norm.bias": src["features.0.2.bias"],

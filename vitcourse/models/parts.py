@@ -15,13 +15,13 @@ the others the truncated-normal(0.02) init of its own layers.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import torch
 import torch.nn as nn
 from einops import rearrange
 
+from .._names import unknown_name
 from ..nn.attention import MultiHeadAttention
 from ..nn.slvit import LocalitySelfAttention, ShiftedPatchTokenization
 
@@ -43,9 +43,7 @@ class Registry:
 
     def check(self, name: str) -> None:
         if name not in self._items:
-            close = difflib.get_close_matches(name, self._items, n=2)
-            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(self.names())}.")
+            raise ValueError(unknown_name(self.kind, name, self._items))
 
     def build(self, name: str, *args, **kwargs):
         self.check(name)

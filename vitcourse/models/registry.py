@@ -1,10 +1,11 @@
 """One way to build a model by name: ``create_model("resnet20", num_classes=10)``."""
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import torch.nn as nn
+
+from .._names import unknown_name
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -24,7 +25,5 @@ def list_models() -> list[str]:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model. Image models take ``num_classes``, ``in_channels``, ``image_size``."""
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {name!r}.{hint} Known models: {', '.join(list_models())}.")
+        raise KeyError(unknown_name("model", name, _MODELS))
     return _MODELS[name](**kwargs)

@@ -194,6 +194,12 @@ class SwinConfig:
                                  f"{self.window_size} windows do not tile; pick an image size that gives "
                                  f"multiples of {self.window_size}, or a window size that divides {side}")
 
+    def stage_sides(self) -> list[int]:
+        """The side of each stage's square feature map: image_size / patch_size, halved at every merge
+        (exact: ``__post_init__`` has checked that every merge halves an even map)."""
+        side = self.image_size // self.patch_size
+        return [side // 2 ** i for i in range(len(self.depths))]
+
 
 class SwinTransformer(nn.Module):
     """Patch partition + linear embedding, four stages of alternating W-MSA / SW-MSA blocks with patch
@@ -207,9 +213,10 @@ class SwinTransformer(nn.Module):
         total, done = sum(c.depths), 0
         self.stages = nn.ModuleList()
         self.merges = nn.ModuleList()
-        side = c.image_size // c.patch_size
-        for i, (depth, heads) in enumerate(zip(c.depths, c.num_heads)):
+        for i, (depth, heads, side) in enumerate(zip(c.depths, c.num_heads, c.stage_sides())):
             dim = c.dim * 2 ** i
+            # A map smaller than the window is one window of the map's size, as in the Swin paper's
+            # reference code (torchvision pads it to the window instead: convert.swin_from_torchvision).
             m = min(c.window_size, side)
             # Regular and shifted blocks alternate; a window as large as the map has nothing to shift.
             shift = m // 2 if m < side else 0
@@ -220,7 +227,6 @@ class SwinTransformer(nn.Module):
             done += depth
             if i < len(c.depths) - 1:
                 self.merges.append(PatchMerging(dim, c.norm_eps))
-                side //= 2
         self.norm = nn.LayerNorm(c.dim * 2 ** (len(c.depths) - 1), eps=c.norm_eps)
         self.head = nn.Linear(c.dim * 2 ** (len(c.depths) - 1), c.num_classes)
         for mod in self.modules():
@@ -261,8 +267,10 @@ SWIN_CONFIGS = {
     "swin_t": dict(dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path=0.2),
     "swin_s": dict(dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path=0.3),
     "swin_b": dict(dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path=0.5),
-    # The course's data, with about the parameters of chapter 03's ViT of the same profile: 2x2 patches,
-    # windows that tile every stage (a 7x7 last stage at 28 px is one window: nothing to shift there).
+    # The course's data, one per profile (chapter 07's recipe("swin")), each sized to chapter 03's ViT of
+    # the same profile (about its parameters; tests/test_swin.py checks it, chapter 07 prints both models'
+    # FLOPs): 2x2 patches (4x4 in smoke), windows that tile every stage (a 7x7 last stage at 28 px is one
+    # window: plain attention, nothing to shift there).
     "swin_fashion_28": dict(image_size=28, patch_size=2, in_channels=1, num_classes=10, dim=40, depths=(2, 2),
                             num_heads=(2, 4), window_size=7, mlp_ratio=2.0, drop_path=0.0),
     "swin_cifar_32": dict(image_size=32, patch_size=2, in_channels=3, num_classes=10, dim=64, depths=(2, 2, 4),
