@@ -182,6 +182,11 @@ def test_attention_entropy_of_uniform_and_one_hot_rows():
     assert ent.shape == (2, 3)
     torch.testing.assert_close(ent[0], torch.full((3,), torch.log(torch.tensor(5.0)).item()))
     assert torch.equal(ent[1], torch.zeros(3))
+    # One query's row: the class token (row 0) attends uniformly, every other row to one token.
+    mixed = torch.eye(5).expand(2, 3, 5, 5).clone()
+    mixed[:, :, 0] = 0.2
+    torch.testing.assert_close(A.attention_entropy([mixed], query=0)[0], ent[0])
+    assert A.attention_entropy([mixed], query=1).abs().max() < 1e-6
 
 
 def test_row_and_column_structure_are_told_apart():

@@ -69,11 +69,11 @@ def test_distillation_head_is_trained_by_the_distillation_term_only():
 
 def by_hand(kind, outputs, teacher_logits, y, tau=3.0, alpha=0.1):
     """DeiT's losses written out with torch's plain cross-entropy and an explicit KL sum: eq. 3 (hard),
-    eq. 2 with the KL term on the distillation head (soft), or the label term alone (none)."""
+    eq. 2 with the KL term on the distillation head (soft), or the label on both heads (none: two class tokens)."""
     ce = nn.functional.cross_entropy
     cls_logits, dist_logits = outputs
     if kind == "none":
-        return ce(cls_logits, y)
+        return 0.5 * ce(cls_logits, y) + 0.5 * ce(dist_logits, y)
     if kind == "hard":
         return 0.5 * ce(cls_logits, y) + 0.5 * ce(dist_logits, teacher_logits.argmax(-1))
     p_t = (teacher_logits / tau).softmax(-1)
@@ -180,3 +180,21 @@ def test_precomputed_teacher_gives_the_teachers_loss_and_refuses_augmented_image
     assert changed.any()
     with pytest.raises(ValueError, match="augmented"):
         cached(student(flipped), y, flipped)
+
+
+def test_label_smoothing_touches_the_true_label_only():
+    """DeiT smooths the true labels (epsilon 0.1) and not the teacher's pseudo-labels."""
+    torch.manual_seed(0)
+    ce = nn.functional.cross_entropy
+    c, d, t, y = torch.randn(6, 4), torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
+    expected = 0.5 * ce(c, y, label_smoothing=0.1) + 0.5 * ce(d, t.argmax(-1))
+    torch.testing.assert_close(hard_distillation_loss(c, d, t, y, label_smoothing=0.1), expected)
+    smoothed_both = 0.5 * ce(c, y, label_smoothing=0.1) + 0.5 * ce(d, t.argmax(-1), label_smoothing=0.1)
+    assert not torch.allclose(hard_distillation_loss(c, d, t, y, label_smoothing=0.1), smoothed_both)
+
+
+def test_without_a_teacher_a_one_token_student_gets_plain_cross_entropy():
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    z, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    torch.testing.assert_close(DistillationLoss(teacher, kind="none")(z, y, torch.randn(4, 3, 16, 16)),
+                               nn.functional.cross_entropy(z, y))

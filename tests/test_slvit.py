@@ -27,6 +27,16 @@ def test_an_spt_token_sees_its_patch_and_half_a_patch_around_it():
     token = 5                                   # row 1, column 1 of the 4x4 grid: pixels 4..7
     assert _support(PatchEmbedding(1, 8, p), token) == ((4, 7), (4, 7))
     assert _support(ShiftedPatchTokenization(1, 8, p), token) == ((2, 9), (2, 9))  # grown by p/2 each side
+    # The control without shifts sees only its patch, like a patch embedding, but normalises it first.
+    control = ShiftedPatchTokenization(1, 8, p, directions=())
+    assert _support(control, token) == ((4, 7), (4, 7)) and control.norm.normalized_shape == (p * p,)
+
+
+def test_the_patch_norm_control_is_a_registered_tokenizer():
+    from vitcourse.models import create_model
+    model = create_model("vit_smoke_patch8_32", tokenizer="patch_norm")
+    assert isinstance(model.patch_embed, ShiftedPatchTokenization) and model.patch_embed.directions == ()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_lsa_never_attends_to_itself_and_both_paths_agree():

@@ -92,8 +92,9 @@ def object_patches(images: torch.Tensor, patch_size: int, threshold: float = 0.0
     return rearrange(x, "b c (gh p1) (gw p2) -> b gh gw (c p1 p2)", p1=patch_size, p2=patch_size).mean(-1) > threshold
 
 
-def attention_entropy(attentions) -> torch.Tensor:
+def attention_entropy(attentions, query: int | None = None) -> torch.Tensor:
     """Entropy in nats of every attention row, averaged over images and query tokens: (layers, heads).
+    ``query``: only that query's row (0: the class token's, the one SL-ViT's figures show).
 
     Uniform attention over T keys gives the maximum, log T; attention on one token gives 0. SL-ViT
     (Lee et al. 2021, section 3.3) uses it to show that ViT's attention is smooth ("weak attention")
@@ -103,7 +104,7 @@ def attention_entropy(attentions) -> torch.Tensor:
         attentions = [attentions]
     out = []
     for weights in attentions:
-        w = weights.float()
+        w = weights.float() if query is None else weights.float()[:, :, query:query + 1]
         out.append(-(w * w.clamp_min(1e-12).log()).sum(-1).mean(dim=(0, 2)))
     return torch.stack(out)
 

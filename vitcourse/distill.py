@@ -46,10 +46,11 @@ def soft_distillation_loss(student_logits, teacher_logits, targets, tau: float =
 
 def hard_distillation_loss(class_logits, dist_logits, teacher_logits, targets, label_smoothing: float = 0.0):
     """DeiT eq. 3: 1/2 CE(class head, y) + 1/2 CE(distillation head, argmax of the teacher).
-    Label smoothing (none unless asked) applies to both terms."""
+    ``label_smoothing`` (none unless asked) applies to the label term only: DeiT smooths the true
+    labels and leaves the teacher's pseudo-labels as they are (section 4, "Label smoothing")."""
     teacher_labels = teacher_logits.argmax(dim=-1)
     return (0.5 * F.cross_entropy(class_logits.float(), targets, label_smoothing=label_smoothing)
-            + 0.5 * F.cross_entropy(dist_logits.float(), teacher_labels, label_smoothing=label_smoothing))
+            + 0.5 * F.cross_entropy(dist_logits.float(), teacher_labels))
 
 
 class DistillationLoss:
@@ -59,13 +60,14 @@ class DistillationLoss:
     ``torch.no_grad()``; ``fit`` runs the hook under the precision policy's autocast. ``kind`` is
     "hard" (eq. 3), "soft" (eq. 2) or "none" (the plain cross-entropy, for the baseline). A student
     with a distillation token gives (class, distillation) logits in training; a plain ViT gives one
-    tensor, which then takes both terms.
+    tensor, which then takes both terms. With "none", a two-token student learns the label with both
+    heads (1/2 CE each): DeiT's control of two class tokens, the same architecture without a teacher.
     """
 
     def __init__(self, teacher: nn.Module, kind: str = "hard", tau: float = 3.0, alpha: float = 0.1,
                  label_smoothing: float = 0.0):
-        """``label_smoothing`` applies to the label term (and, for "hard", to the teacher's label too,
-        as DeiT's section 4 does with epsilon = 0.1)."""
+        """``label_smoothing`` applies to the label term only (DeiT: epsilon = 0.1 on the true labels,
+        none on the teacher's)."""
         if kind not in ("hard", "soft", "none"):
             raise ValueError(f"kind={kind!r}: use 'hard' (DeiT eq. 3), 'soft' (eq. 2) or 'none'")
         self.teacher, self.kind, self.tau, self.alpha = teacher, kind, tau, alpha
@@ -88,7 +90,10 @@ class DistillationLoss:
     def __call__(self, outputs, targets, inputs):
         class_logits, dist_logits = outputs if isinstance(outputs, (tuple, list)) else (outputs, outputs)
         if self.kind == "none":
-            return F.cross_entropy(class_logits.float(), targets, label_smoothing=self.label_smoothing)
+            ce = F.cross_entropy(class_logits.float(), targets, label_smoothing=self.label_smoothing)
+            if dist_logits is class_logits:
+                return ce
+            return 0.5 * ce + 0.5 * F.cross_entropy(dist_logits.float(), targets, label_smoothing=self.label_smoothing)
         teacher = self.teacher_logits(inputs)
         if self.kind == "hard":
             return hard_distillation_loss(class_logits, dist_logits, teacher, targets, self.label_smoothing)

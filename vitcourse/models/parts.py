@@ -103,6 +103,8 @@ class LinearPatchEmbedding(nn.Module):
 TOKENIZERS.register("patch", lambda c: PatchEmbedding(c.in_channels, c.dim, c.patch_size))
 TOKENIZERS.register("linear", lambda c: LinearPatchEmbedding(c.in_channels, c.dim, c.patch_size))
 TOKENIZERS.register("spt", lambda c: ShiftedPatchTokenization(c.in_channels, c.dim, c.patch_size))  # SL-ViT
+# SPT without its shifts (patches, LayerNorm, linear): the control that separates the shifts from the norm.
+TOKENIZERS.register("patch_norm", lambda c: ShiftedPatchTokenization(c.in_channels, c.dim, c.patch_size, directions=()))
 
 
 # ---- attention ------------------------------------------------------------------------------------------

@@ -36,20 +36,24 @@ def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 class ShiftedPatchTokenization(nn.Module):
     """(B, C, H, W) -> (B, N, dim): the input and its four diagonal half-patch shifts (5C channels),
-    cut into P x P patches, each flattened (P^2 * 5C), layer-normalised and projected to ``dim``."""
+    cut into P x P patches, each flattened (P^2 * 5C), layer-normalised and projected to ``dim``.
 
-    def __init__(self, in_channels: int, dim: int, patch_size: int):
+    ``directions=()`` keeps the LayerNorm and drops the shifts: a plain patch embedding with SPT's
+    normalisation, the control that tells the two parts of SPT apart."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int, directions=DIAGONALS):
         super().__init__()
         self.patch_size = patch_size
         self.shift = patch_size // 2
-        n = patch_size * patch_size * 5 * in_channels
+        self.directions = tuple(tuple(d) for d in directions)
+        n = patch_size * patch_size * (1 + len(self.directions)) * in_channels
         self.norm = nn.LayerNorm(n)
         self.proj = nn.Linear(n, dim)
 
     def shifted(self, x):
-        """The 5C-channel stack [x, four diagonal shifts of x] before patchifying."""
+        """The 5C-channel stack [x, four diagonal shifts of x] before patchifying (x alone without shifts)."""
         s = self.shift
-        return torch.cat([x] + [shift_image(x, dx * s, dy * s) for dx, dy in DIAGONALS], dim=1)
+        return torch.cat([x] + [shift_image(x, dx * s, dy * s) for dx, dy in self.directions], dim=1)
 
     def forward(self, x):
         p = self.patch_size
