@@ -71,6 +71,7 @@ from tqdm.auto import tqdm
 from vitcourse import analysis, budget, profile
 from vitcourse import data as D
 from vitcourse.claims import Claims
+from vitcourse.models import create_model
 from vitcourse.models.hybrid import ResNetTokenizer
 from vitcourse.models.resnet import resnet_body
 from vitcourse.models.vit import config_of
@@ -371,8 +372,8 @@ print(f"Alone, {len(helped)} of {len(names) - 1} recipes lift the ViT above 'not
 # lowers the training accuracy, and it only pays off once the model would otherwise overfit.
 #
 # **A second measurement**: the same "nothing" and "everything" on the data-scale study's smallest
-# set, with its step budget: far more passes over far fewer images, where section 3 found the ViT
-# overfitting most. Does AugReg help there?
+# set, with its step budget: far more passes over far fewer images (section 3 printed each model's
+# generalisation gap there). Does AugReg help there?
 
 # %%
 def augreg_long_config(model: str, name: str) -> dict:
@@ -395,9 +396,10 @@ long_gain = {m: augreg_long[m, "everything"]["test_acc"] - augreg_long[m, "nothi
 #
 # ## 5. Transfer: pre-trained against from scratch
 #
-# Seed 003's table (ViT paper, table 2): pre-trained on JFT-300M, ViT-H/14 reaches 99.50% on CIFAR-10
-# and 94.55% on CIFAR-100, using 2.5k TPUv3-core-days against BiT-L's 9.9k. Nobody reaches that
-# training on CIFAR alone. Here:
+# Source 003's table (ViT paper, table 2): pre-trained on JFT-300M, ViT-H/14 reaches 99.50% on CIFAR-10
+# and 94.55% on CIFAR-100, using 2.5k TPUv3-core-days against BiT-L's 9.9k. The table compares
+# pre-trained models only: it has no row for a model trained from scratch on CIFAR, which is what
+# the comparison below adds, at our scale. Here:
 #
 # * **gpu profile with a network** (Colab): torchvision's `vit_b_32` with its public ImageNet-1k
 #   weights, converted to our ViT (`vitcourse.models.convert.vit_from_torchvision`), its head replaced
@@ -494,8 +496,10 @@ print(f"Starting from pre-trained weights changes the test accuracy by {transfer
       f"{FINETUNE_STEPS} steps on the same {len(task_train):,} images.")
 
 # %% [markdown]
-# The two bars are the same architecture trained for the same steps on the same labelled images; only
-# the starting weights differ, and the printed line gives the difference.
+# The two bars are the same architecture trained for the same steps on the same labelled images. Two
+# things differ: the starting weights, and the learning rate (fine-tuning starts from trained weights
+# and takes a smaller one; both are in `inits` above and in each run's config). The printed line gives
+# the difference.
 #
 # **A second measurement: do the pre-trained features carry over?** Freeze the whole network and
 # train only a new linear head on the new task (a *linear probe*), once on top of the pre-trained
@@ -586,14 +590,20 @@ print(f"In these approximate values, at 300M images {', '.join(above) or 'no ViT
 decades = (np.log10(PRETRAIN_IMAGES[0] / n_images[0]), np.log10(PRETRAIN_IMAGES[-1] / n_images[-1]))
 print(f"Our smallest and largest sets are {decades[0]:.1f} and {decades[1]:.1f} decades smaller than the "
       f"paper's smallest and largest pre-training sets.")
+params = {m: next(r["params"] for r in scale if r["model"] == m) for m in MODELS}
+with torch.device("meta"):
+    vit_b = sum(p.numel() for p in create_model("vit_base_patch16_224").parameters())
+print(f"Our ViT has {params['vit']:,} parameters, {vit_b / params['vit']:.0f} times fewer than ViT-B/16 "
+      f"({vit_b:,}), the paper's smallest; our ResNet has {params['resnet']:,}, "
+      f"{params['vit'] / params['resnet']:.1f} times fewer than our ViT.")
 
 # %% [markdown]
-# Our data sets are several decades smaller than the paper's (printed above) and our models about
-# 100 times smaller, so the paper's crossing point is out of reach: what can be measured is the
+# Our data sets are several decades smaller than the paper's and our models hundreds of times
+# smaller (both printed above), so the paper's crossing point is out of reach: what can be measured is the
 # direction, whether the gap closes as the data grows (claim C4a). Two cautions for reading our curve.
 # If the ViT is ahead of the ResNet at the right end, look at the ResNet's training accuracy in the
 # table of section 3: a training accuracy no higher than its test accuracy means the ResNet is held
-# back by the step budget (it is also ten times smaller), not beaten by data. Dive into Deep Learning
+# back by the step budget (it is also the smaller model, printed above), not beaten by data. Dive into Deep Learning
 # (section 11.8) trains a ViT on Fashion-MNIST with a full schedule and finds it below the ResNet,
 # which is the small-data end of the paper's figure. And the hybrid: in the paper's figure 5 hybrids
 # beat plain ViTs at small compute budgets, the advantage vanishing for larger models; the left plot

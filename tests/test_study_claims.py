@@ -127,3 +127,18 @@ def test_late_rise_reads_the_last_fifth_of_a_curve():
         late_rise([100], [0.5])
     with pytest.raises(ValueError, match="evaluate more often"):
         late_rise([450, 500], [0.5, 0.6], fraction=0.2)
+
+
+def test_regime_needs_every_arm_converged_and_limited_by_data():
+    from vitcourse.claims import regime
+    steps = [200, 400, 600, 800, 1000]
+    flat, rising = [0.5, 0.7, 0.75, 0.760, 0.762], [0.5, 0.6, 0.7, 0.75, 0.79]
+    ok = regime(steps, {"a": flat, "b": flat}, 0.005, gaps={"a": 0.1, "b": 0.08}, overfit=0.05)
+    assert ok.reached and ok.note("x") == "x" and "is reached" in ok.report("C1")
+    slow = regime(steps, {"a": flat, "b": rising}, 0.005, gaps={"a": 0.1, "b": 0.01}, overfit=0.05)
+    assert not slow.converged and not slow.data_limited and not slow.reached
+    assert slow.note("x") == "regime not reached (not converged, not limited by data): x"
+    assert "b test accuracy rose +0.0400" in slow.report("C1") and "is not reached" in slow.report("C1")
+    assert regime(steps, {"a": flat}, 0.005).reached          # convergence alone when no data condition is given
+    with pytest.raises(ValueError, match="both gaps and overfit"):
+        regime(steps, {"a": flat}, 0.005, gaps={"a": 0.1})

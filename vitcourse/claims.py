@@ -102,6 +102,59 @@ def late_rise(steps, values, fraction: float = 0.2) -> float:
     return values[-1] - values[earlier[-1]]
 
 
+@dataclass(frozen=True)
+class Regime:
+    """A claim's pre-stated regime, checked on its runs: every arm near convergence (its mean test curve
+    rose less than ``plateau`` over the last 20% of the steps) and, where ``overfit`` is given, limited by
+    its data (clean training accuracy at least ``overfit`` above test accuracy)."""
+    rise: dict                  # arm -> late_rise of its (mean) test-accuracy curve
+    plateau: float
+    gap: dict | None = None     # arm -> clean train - test accuracy
+    overfit: float | None = None
+
+    @property
+    def converged(self) -> bool:
+        return all(v < self.plateau for v in self.rise.values())
+
+    @property
+    def data_limited(self) -> bool:
+        return self.gap is None or all(v >= self.overfit for v in self.gap.values())
+
+    @property
+    def reached(self) -> bool:
+        return self.converged and self.data_limited
+
+    def why_not(self) -> str:
+        return ", ".join(w for w, ok in (("not converged", self.converged), ("not limited by data", self.data_limited))
+                         if not ok)
+
+    def report(self, claim: str) -> str:
+        """One line per arm with both conditions, then the verdict for ``claim``."""
+        lines, width = [], max(len(str(arm)) for arm in self.rise)
+        for arm, rise in self.rise.items():
+            line = f"{arm:{width}s} test accuracy rose {rise:+.4f} over the last 20% of steps (regime: < {self.plateau})"
+            if self.gap is not None:
+                line += f"; clean train - test {self.gap[arm]:+.4f} (regime: >= {self.overfit})"
+            lines.append(line)
+        verdict = f"near convergence: {'yes' if self.converged else 'NO'}"
+        if self.gap is not None:
+            verdict += f"; limited by data: {'yes' if self.data_limited else 'NO'}"
+        lines.append(f"{verdict} -> the regime of {claim} {'is reached' if self.reached else 'is not reached'}")
+        return "\n".join(lines)
+
+    def note(self, measured: str) -> str:
+        """A claim's measured text, prefixed with "regime not reached (why)" when it was not."""
+        return measured if self.reached else f"regime not reached ({self.why_not()}): {measured}"
+
+
+def regime(steps, curves: dict, plateau: float, gaps: dict | None = None, overfit: float | None = None) -> Regime:
+    """Check a claim's regime from each arm's test-accuracy curve at ``steps`` (e.g. the mean over seeds)
+    and, optionally, each arm's clean train - test accuracy."""
+    if (gaps is None) != (overfit is None):
+        raise ValueError("give both gaps and overfit (the data-limited condition) or neither")
+    return Regime({arm: late_rise(steps, c) for arm, c in curves.items()}, plateau, gaps, overfit)
+
+
 @dataclass
 class Claim:
     id: str
