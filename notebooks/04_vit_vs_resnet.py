@@ -536,7 +536,7 @@ if pretrained is None:  # the offline variant: frozen pre-trained features again
 #
 # ## 6. The paper's numbers next to ours
 #
-# Seed 003's table, the ViT paper's table 2 (ImageNet top-1 after fine-tuning; CIFAR accuracy after
+# Source 003's table, the ViT paper's table 2 (ImageNet top-1 after fine-tuning; CIFAR accuracy after
 # fine-tuning; compute of the pre-training):
 
 # %%

@@ -78,13 +78,14 @@ from vitcourse.train import evaluate, predict
 
 DEVICE = vitcourse.device()
 DATASET = D.dataset_for_profile()                         # synthetic | fashion_mnist | cifar10
-N_TRAIN = budget(smoke=512, cpu=1000, gpu=5000)           # a small training set: a stratified subset
-STEPS = budget(smoke=10, cpu=800, gpu=5000)               # optimisation steps of every student ...
+N_TRAIN = budget(smoke=512, cpu=500, gpu=5000)            # a small training set: a stratified subset
+STEPS = budget(smoke=10, cpu=700, gpu=5000)               # optimisation steps of every student ...
 BATCH = budget(smoke=64, cpu=64, gpu=128)                 # ... in batches of this many images
-EVALS = 5                                                 # points of each student's learning curve
+EVALS = 5                                                 # points of each student's learning curve ...
+CURVE_IMAGES = budget(smoke=256, cpu=5000, gpu=10000)     # ... measured on this many test images
 LONG = 2                                                  # the "more steps" comparison: LONG x STEPS (one seed)
 SEEDS = budget(smoke=(0,), cpu=(0, 1, 2), gpu=(0, 1, 2))  # paired: a seed fixes the batches for every student
-TEACHER_EPOCHS = budget(smoke=1, cpu=60, gpu=200)         # the teacher's epochs on the small subset
+TEACHER_EPOCHS = budget(smoke=1, cpu=100, gpu=200)        # the teacher's epochs on the small subset
 TAU, ALPHA = 3.0, 0.1                                     # DeiT's soft-distillation settings
 # Thresholds of the claims and of their regime, fixed before any run.
 DISTILL_GAIN = 0.005    # C5a: the DeiT student beats the same architecture without a teacher by >= 0.5 point
@@ -95,6 +96,7 @@ print(f"profile {profile()}, data {DATASET}, {STEPS} steps of {BATCH} per studen
 train_data, test_data = D.load(DATASET, "train"), D.load(DATASET, "test")
 train_data = D.subset(train_data, N_TRAIN, seed=0)
 test_loader = D.DeviceLoader(test_data, 1000, shuffle=False, device=DEVICE)
+curve_loader = D.DeviceLoader(D.subset(test_data, CURVE_IMAGES, seed=3), 1000, shuffle=False, device=DEVICE)
 print(train_data, "\n", test_data)
 print(f"{STEPS} steps of {BATCH} = {STEPS * BATCH / len(train_data):.0f} passes over the training subset "
       "(DeiT: 300 epochs of ImageNet)")
@@ -194,14 +196,16 @@ print(f"tokens: {tuple(z.shape)} = 2 prefix tokens + {deit.config.num_patches} p
 #
 # The teacher is the course ResNet (`recipe("resnet")`, chapter 00's model and chapter 04's CNN),
 # trained on the same small training subset as the students, as DeiT's teacher was trained on the
-# same ImageNet as its students: what it can teach is its inductive bias, not more data. A subset
+# same ImageNet as its students: it has seen no more images than they have. What it can pass on is
+# what it outputs on the students' views (section 7 measures how much that differs from the labels). A subset
 # this small is a few batches per epoch, so it trains for TEACHER_EPOCHS epochs. `train_recipe` keeps
 # the run on disk and loads it when it is there.
 
 # %%
 t0 = time.perf_counter()
 teacher_recipe = recipe("resnet").replace(epochs=TEACHER_EPOCHS)
-teacher, teacher_history = train_recipe(teacher_recipe, train_data, test_data, name="05_teacher", device=DEVICE)
+teacher, teacher_history = train_recipe(teacher_recipe, train_data, name="05_teacher", progress=False,
+                                        device=DEVICE)  # tested once, below
 teacher_acc = evaluate(teacher, test_loader)["acc"]
 print(f"teacher {teacher_recipe.model}: {TEACHER_EPOCHS} epochs on {len(train_data):,} images with "
       f"{teacher_recipe.augment or 'no augmentation'}, test accuracy {teacher_acc:.4f} "
@@ -212,7 +216,9 @@ print(f"teacher {teacher_recipe.model}: {TEACHER_EPOCHS} epochs on {len(train_da
 #
 # The same ViT (chapter 03's model, learning rate, weight decay and label smoothing), trained for
 # STEPS steps of BATCH images on the small subset, with the teacher's augmentation (random crops and
-# flips, the same for every student; printed below), with every seed in SEEDS:
+# flips, the same for every student; printed below), with every seed in SEEDS. Two things differ from
+# chapter 03's recipe: the batch (BATCH, smaller) and the augmentation (the teacher's, stronger than
+# the ViT's 1-pixel shifts), both the same for every student:
 # 1. **alone**: cross-entropy with the label, one class token;
 # 2. **two class tokens**: the DeiT architecture (a second token with its own head) with both heads
 #    learning the label, no teacher: the control that separates the extra token from the teacher;
@@ -223,13 +229,26 @@ print(f"teacher {teacher_recipe.model}: {TEACHER_EPOCHS} epochs on {len(train_da
 #
 # Label smoothing 0.1 applies to the true labels only; the teacher's labels are used as they are, as
 # in DeiT. The teacher sees exactly the augmented batch the student sees (`DistillationLoss` runs it
-# in eval mode, without gradients, under the same precision). A seed fixes the initial weights and the
-# order and augmentation of the batches for every student, so two students are compared seed by seed
-# (*paired*). Every run keeps its learning curve (test accuracy, EVALS points).
+# in eval mode, without gradients, under the same precision). A seed fixes the order and augmentation
+# of the batches for every student (and the initial weights of students with the same tokens; a
+# second token changes every random draw after it), so two students are compared seed by seed
+# (*paired*). Every run keeps its learning curve (accuracy on CURVE_IMAGES test images, EVALS points);
+# its final accuracy is measured on the whole test split.
 #
 # **The regime** (fixed before the run): (1) the teacher has something to teach: its test accuracy
-# is at least TEACHER_MARGIN above the student trained alone (mean over seeds); (2) every student is
-# near convergence: its test accuracy (mean over seeds) rose less than PLATEAU over its last 20% of steps.
+# is at least TEACHER_MARGIN = 2 points above the student trained alone (mean over seeds); (2) every
+# student is near convergence: its test accuracy (mean over seeds) rose less than PLATEAU = 0.5 point
+# over its last 20% of steps. (The learning rate decays to zero on a cosine, so a curve flattens at the
+# end of any schedule: section 6's runs with twice the steps say how much more training would still
+# give.) Nothing is chosen on the test images (no best step, no early stop): the curves only say how
+# far training got, and whether the claims can be judged.
+#
+# **The claims' thresholds** (fixed before the run): C5a, the DeiT student beats the same architecture
+# without a teacher (two class tokens) by a mean paired gain of at least DISTILL_GAIN = 0.5 point with
+# a 95% interval above zero (DeiT-Ti gains 2.3 points on ImageNet, table 3; our students and data are
+# far smaller, so we ask for a fifth of it); C5b, hard beats soft distillation, both with one class
+# token, by at least HARD_OVER_SOFT = 0.3 point, interval above zero (DeiT: +2.1 / +1.1). With three
+# seeds the interval may be wider than a threshold: the verdict then says "inconclusive", not "below".
 
 # %%
 STUDENTS = {
@@ -249,7 +268,7 @@ def train_student(config: dict) -> dict:
     model = r.build(train_data, prefix=config["prefix"])
     loss = DistillationLoss(teacher, kind=config["kind"], tau=TAU, alpha=ALPHA, label_smoothing=r.label_smoothing)
     history = train_for_steps(r.replace(augment=augment), model, train_data, steps=config["steps"],
-                              seed=config["seed"], curve=test_loader, evals=EVALS, batch_size=BATCH, loss_fn=loss,
+                              seed=config["seed"], curve=curve_loader, evals=EVALS, batch_size=BATCH, loss_fn=loss,
                               checkpoint=study.checkpoint(config), device=DEVICE)
     models[config["name"], config["steps"], config["seed"]] = model
     save_checkpoint(study.path(config).with_suffix(".pt"), model=model)  # kept for the analysis below
@@ -263,7 +282,7 @@ def train_student(config: dict) -> dict:
 
 study = Study("05_deit")
 common = {"data": DATASET, "n_train": len(train_data), "recipe": r.to_dict(), "augment": augment, "batch": BATCH,
-          "evals": EVALS, "tau": TAU, "alpha": ALPHA, "teacher": teacher_recipe.to_dict()}
+          "evals": EVALS, "curve_images": CURVE_IMAGES, "tau": TAU, "alpha": ALPHA, "teacher": teacher_recipe.to_dict()}
 grid = [dict(name=name, **spec, steps=STEPS, seed=seed) for seed in SEEDS for name, spec in STUDENTS.items()]
 grid += [dict(name=name, **STUDENTS[name], steps=LONG * STEPS, seed=SEEDS[0]) for name in ("alone", DEIT)]
 runs = {}
@@ -315,8 +334,9 @@ convergence = regime(steps, curve, PLATEAU)              # vitcourse.claims: eve
 print(convergence.report("C5 (first condition)"))
 teacher_margin = teacher_acc - acc["alone"]
 reached = convergence.reached and teacher_margin >= TEACHER_MARGIN
-print(f"teacher - student alone: {teacher_margin:+.4f} (regime: >= {TEACHER_MARGIN}) -> the regime of C5 "
-      f"{'is reached' if reached else 'is not reached'}")
+print(f"teacher - student alone: {teacher_margin:+.4f} (regime: >= {TEACHER_MARGIN}: "
+      f"{'yes' if teacher_margin >= TEACHER_MARGIN else 'NO'}); students near convergence: "
+      f"{'yes' if convergence.reached else 'NO'} -> the regime of C5 {'is reached' if reached else 'is not reached'}")
 comparisons = [(DEIT, "two class tokens"), (DEIT, "alone"), ("two class tokens", "alone"), ("hard", "alone"),
                ("soft", "alone"), ("hard", "soft")]
 gains = {(a, b): paired(per_seed[a], per_seed[b]) for a, b in comparisons}
@@ -476,12 +496,21 @@ print(f"the teacher's label differs from the true label on {relabelled.mean():.1
       f"({augment}); on {(teacher_clean != labels).float().mean():.1%} of the clean images")
 print(f"of those relabels, {by_view.sum() / relabelled.sum():.1%} are views the augmentation changed (teacher right on the "
       f"clean image): {by_view.mean():.2%} of all views; the rest are the teacher's own mistakes")
+teacher_train_acc = (teacher_clean == labels).float().mean().item()
+print(f"the teacher's accuracy on the clean training images is {teacher_train_acc:.1%} (test {teacher_acc:.1%}): "
+      + ("it has nearly memorised the images the students train on, so on them its labels are almost the true labels "
+         "and carry little that the labels do not" if relabelled.mean() < 0.05 else
+         "its labels on the training views differ from the true ones often enough to carry information of its own"))
 print(f"hard - soft: {gains['hard', 'soft'].describe()}")
 print(f"the hard student makes the teacher's mistakes {shared_mistakes['hard'] - shared_mistakes['alone']:+.1%} more "
       f"often than the student alone, the soft one {shared_mistakes['soft'] - shared_mistakes['alone']:+.1%}")
 
 # %% [markdown]
-# Read the printed lines together. Where almost every relabel is a teacher's mistake, hard
+# Read the printed lines together. First, how much the teacher's labels say that the true labels do
+# not: a teacher trained on the students' own small training set fits it, and on those images (the
+# only ones the students see) its decisions are then nearly the labels themselves. DeiT's teacher,
+# trained on ImageNet, does not fit ImageNet's 1.3 million training images that closely, and heavy
+# augmentation makes most of its views new to it. Where almost every relabel is a teacher's mistake, hard
 # distillation gives half of the loss to a wrong label on those views, and has little to gain over
 # soft distillation, which keeps 90% of the weight on the true label ($\lambda = 0.1$; the $\tau^2$ only
 # restores the soft term's gradient scale) and passes the teacher's opinion as a softened
@@ -494,9 +523,10 @@ print(f"the hard student makes the teacher's mistakes {shared_mistakes['hard'] -
 # The thresholds, fixed in the setup cell before any run and stated in section 4: C5a holds when the
 # regime is reached and the DeiT student (hard distillation with the distillation token) beats the
 # same architecture trained without a teacher (two class tokens) by a mean paired gain of at least
-# DISTILL_GAIN with a 95% interval above zero (DeiT-Ti: +2.3 points on ImageNet, table 3); C5b holds
-# when the regime is reached and hard beats soft distillation, both with one class token, by a mean
-# paired gain of at least HARD_OVER_SOFT with a 95% interval above zero (DeiT: +2.1 / +1.1).
+# DISTILL_GAIN = 0.5 point with a 95% interval above zero; C5b holds when the regime is reached and hard
+# beats soft distillation, both with one class token, by a mean paired gain of at least
+# HARD_OVER_SOFT = 0.3 point with a 95% interval above zero. Each verdict also says "gain shown", "below the
+# threshold" or "inconclusive" (`Paired.judge`).
 
 # %%
 def judged(g, threshold):
@@ -511,11 +541,13 @@ def regime_note(text):
 
 claims = Claims("05_deit")
 claims.add("C5a", "a ViT distilled from a CNN teacher beats the same ViT trained alone",
-           measured=regime_note(f"{len(SEEDS)} paired seeds: DeiT student - two class tokens {gains[DEIT, 'two class tokens'].describe()}; "
-                                f"DeiT student - alone {gains[DEIT, 'alone'].mean:+.4f}; teacher {teacher_acc:.4f}"),
+           measured=regime_note(f"{len(SEEDS)} paired seeds: DeiT student - two class tokens {gains[DEIT, 'two class tokens'].describe()}, "
+                                f"{gains[DEIT, 'two class tokens'].judge(DISTILL_GAIN)}; DeiT student - alone "
+                                f"{gains[DEIT, 'alone'].mean:+.4f}; teacher {teacher_acc:.4f}"),
            holds=judged(gains[DEIT, "two class tokens"], DISTILL_GAIN))
 claims.add("C5b", "hard distillation beats soft distillation",
-           measured=regime_note(f"hard {acc['hard']:.4f} vs soft {acc['soft']:.4f}: {gains['hard', 'soft'].describe()}; "
+           measured=regime_note(f"hard {acc['hard']:.4f} vs soft {acc['soft']:.4f}: {gains['hard', 'soft'].describe()}, "
+                                f"{gains['hard', 'soft'].judge(HARD_OVER_SOFT)}; "
                                 f"teacher relabels {relabelled.mean():.1%} of the views, {by_view.sum() / relabelled.sum():.0%} "
                                 "of them changed by the augmentation"),
            holds=judged(gains["hard", "soft"], HARD_OVER_SOFT))
@@ -526,7 +558,8 @@ claims.show()
 # its student has nothing to teach; a student still learning is judged too early), the paired
 # intervals (a difference inside the noise of this many seeds is not evidence either way), the
 # two-class-token control (how much of a gain is the extra token rather than the teacher), and for
-# hard against soft, how many of the teacher's relabels are the kind DeiT relies on (section 7).
+# hard against soft, how often the teacher's labels differ from the true ones at all on the views the
+# students train on, and how many of those relabels are the kind DeiT relies on (section 7).
 #
 # ## Exercises
 #

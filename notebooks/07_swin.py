@@ -110,7 +110,7 @@ print(train_data, "\n", test_data)
 #
 # Swin-T on a 224-px RGB image: 4x4 patches of $4\cdot 4\cdot 3 = 48$ values each, a linear embedding
 # to $C = 96$ (one strided convolution, as in chapter 03, but **no class token**), then four stages.
-# The shapes after each, from `swin_t` itself (forward hooks on its stages):
+# The shapes after each, from `swin_t` itself (its parts called one after the other):
 
 # %%
 swin_t = create_model("swin_t")
@@ -178,7 +178,8 @@ print(f"patch {cfg_s.patch_size}: a stage-1 window covers {cfg_s.window_size * c
 # $$\hat z^{l+1} = \text{SW-MSA}(\text{LN}(z^{l})) + z^{l}, \qquad z^{l+1} = \text{MLP}(\text{LN}(\hat z^{l+1})) + \hat z^{l+1}.$$
 #
 # A stage whose map is no larger than the window (here the last one) has a single window: W-MSA there
-# *is* plain MSA, and there is nothing to shift.
+# is plain MSA (with the relative position bias of section 4, which a ViT's MSA does not have), and there
+# is nothing to shift.
 #
 # ## 2. Windows and window attention (W-MSA)
 #
@@ -258,13 +259,14 @@ allowed = mask.float().mean(dim=(1, 2))
 print("share of query-key pairs allowed in each of the 4 windows:", [f"{a:.2f}" for a in allowed.tolist()])
 naive = (math.ceil((hh - s) / m) + 1) ** 2          # a grid moved by s: cut pieces at both borders
 print(f"a naively shifted grid would cut this map into {naive} windows of unequal sizes; the cyclic shift keeps "
-      f"{(hh // m) ** 2} windows of {m}x{m}, so SW-MSA costs exactly what W-MSA costs")
+      f"{(hh // m) ** 2} windows of {m}x{m}, so SW-MSA does the multiply-adds of W-MSA (plus a roll and a mask)")
 
 # %% [markdown]
 # Panel 2: after the roll, the top-left window holds one region (all allowed), the top-right and
 # bottom-left windows two regions each, and the bottom-right window four (the paper's figure 4 calls
-# these pieces A, B and C). The regions come from cutting each axis at $H - M$ and $H - s$: tokens 0, 6, 48 and 54
-# come from the four corners of the image. Panel 3 is each window's $16\times 16$ mask (the four
+# these pieces A, B and C). The regions come from cutting each axis at $H - M$ and $H - s$: the
+# bottom-right window holds four 2x2 pieces from the four corners of the map, tokens {0, 1, 8, 9},
+# {6, 7, 14, 15}, {48, 49, 56, 57} and {54, 55, 62, 63}, which were never neighbours. Panel 3 is each window's $16\times 16$ mask (the four
 # red-bordered blocks, in the same order as the windows): white where the query and key are in the
 # same region. The printed line gives the share of allowed pairs per window (1, 1/2, 1/2, 1/4). The
 # mask goes into the attention as $-\infty$ on the forbidden scores; after attention, `torch.roll`
@@ -358,9 +360,11 @@ assert (count[:, 0] == f_msa).all() and (count[:, 2] == f_wmsa).all()   # the pa
 # the maps (and their attention matrices) grow; the time **per map** is the call's time over the batch.
 #
 # Thresholds, fixed before the run (C7a): over the three largest sizes, the fitted log-log slope of the
-# time per map lies in MSA_BAND for MSA (quadratic: the formula's slope there is just under 2) and in
-# WMSA_BAND for W-MSA (linear: 1). Two-sided: a W-MSA slope far below 1 would be overhead, not "better
-# than linear".
+# time per map lies in MSA_BAND = 1.6 to 2.4 for MSA (quadratic: the formula's slope there is just
+# under 2) and in WMSA_BAND = 0.75 to 1.25 for W-MSA (linear: 1). The bands are wide because a CPU's
+# rate of multiply-adds is not constant across sizes (the figure below measures it), and they are
+# two-sided: a W-MSA slope far below 1 would be overhead, not "better than linear". The exact counts
+# above check the implementation against the formulas; the timing is what tests the claim on a machine.
 
 # %%
 def median_time(fn, repeats=5):
@@ -423,7 +427,9 @@ c7a_in_band = MSA_BAND[0] <= slopes["MSA time"] <= MSA_BAND[1] and WMSA_BAND[0] 
 # gap between the two solid lines widens as the maps grow. Right: the multiply-adds per second each
 # layer achieved. Where that line is flat, time is proportional to the count and the measured slope is
 # the formula's; where it rises, the machine got faster on the larger matrices and the slope comes out
-# below the formula's. The printed weights sizes are what the explicit path would write out:
+# below the formula's. W-MSA's rate is not flat either (many small matrices), which is why its slope
+# can come out a little below 1, and it runs at a lower rate than MSA, which is why its measured speed-up
+# at the largest size is smaller than the formulas' (both printed). The printed weights sizes are what the explicit path would write out:
 # $\text{heads}\cdot (hw)^2$ numbers for MSA, $\text{heads}\cdot hw\cdot M^2$ for W-MSA (fused kernels
 # compute the same products without storing them).
 #
@@ -438,15 +444,25 @@ c7a_in_band = MSA_BAND[0] <= slopes["MSA time"] <= MSA_BAND[1] and WMSA_BAND[0] 
 # Each model is trained with every seed in SEEDS. A seed fixes the order of the batches and their
 # augmentation for both models (a *paired* comparison), so the noise of the gain is the spread of the
 # per-seed gains. Every run keeps its learning curve: its accuracy on the test images, and on its
-# training batches, EVALS times during training. Nothing is chosen on the test images: the curves
-# only show how far training got.
+# training batches, EVALS times during training. Nothing is chosen on the test images (no best step,
+# no early stop): the curves only say how far training got, and whether the claim can be judged.
 #
 # **The regime** (fixed before the run): a claim about small data is about generalisation from few
 # images, so (1) each model must be near convergence: its test accuracy (mean over seeds) rose less
-# than PLATEAU over its last 20% of steps; and (2) the data, not the steps, must be what limits it:
-# its accuracy on the (clean) training images exceeds its test accuracy by at least OVERFIT. **The claim** (C7b): the
-# Swin's mean paired gain over the ViT is at least SWIN_GAIN (the SL-ViT paper from scratch: +0.9
-# point on CIFAR-10, +3.1 on CIFAR-100), with a 95% interval above zero.
+# than PLATEAU = 0.5 point over its last 20% of steps; and (2) the data, not the steps, must be what
+# limits it: its accuracy on the (clean) training images exceeds its test accuracy by at least
+# OVERFIT = 5 points. (The learning rate decays to zero on a cosine, so condition 1 is easier to meet
+# late in training than a constant rate would make it: condition 2 is the one that says the data ran out.)
+#
+# **The claim** (C7b): the Swin's mean paired gain over the ViT is at least SWIN_GAIN = 0.5 point, with a
+# 95% interval above zero. The SL-ViT paper trains both from scratch on CIFAR and finds +0.9 point on
+# CIFAR-10 and +3.1 on CIFAR-100, with a Swin about 2.6 times the parameters of its ViT; here the two
+# are the same size, so we ask for about half of the smaller gain. The interval of three seeds may be
+# wider than that: the verdict then says "inconclusive", which is not a NO.
+#
+# One more difference from the paper, printed in section 1: with windows of 7 on a 14x14 map, stage 1
+# has 4 windows and one shifted block, and stage 2 is global attention. The locality prior is weaker
+# here than in a Swin with many small windows per stage.
 
 # %%
 study = Study("07_swin_vs_vit")
@@ -485,7 +501,7 @@ mflops = {name: analysis.forward_flops(trained[name], train_data.shape, device=D
 acc = {name: [runs[name, s]["metrics"]["test_acc"] for s in SEEDS] for name in trained}
 for name in trained:
     m = runs[name, SEEDS[0]]["metrics"]
-    print(f"{recipe(name).model:22s} {m['params']:9,d} parameters  {mflops[name]:6.1f} MFLOPs per image  test accuracy "
+    print(f"{recipe(name).model:22s} {m['params']:9,d} parameters  {mflops[name]:6.1f} MFLOPs per image (2 per multiply-add)  test accuracy "
           f"{' '.join(f'{a:.4f}' for a in acc[name])} (mean {np.mean(acc[name]):.4f})  "
           f"{np.mean([runs[name, s]['metrics']['seconds'] for s in SEEDS]):.0f} s per run")
 print(f"Swin / ViT: {runs['swin', SEEDS[0]]['metrics']['params'] / runs['vit', SEEDS[0]]['metrics']['params']:.2f}x "
@@ -571,19 +587,23 @@ for h in range(a.shape[1]):
     axes[h + 1].scatter([mw // 2], [mw // 2], marker="x", color="cyan")
     axes[h + 1].set(title=f"head {h + 1}", xticks=[], yticks=[])
 fig.colorbar(shown, ax=axes[1:].tolist(), label="attention weight")
-fig.suptitle(f"stage 1, block 1 (seed {SEEDS[0]}): where the centre token (x) of window {window} looks")
+fig.suptitle(f"stage 1, block 1 (seed {SEEDS[0]}): where the centre token (x) of window {window} looks", y=1.06)
 plt.show()
 peak_at = [divmod(int(a[window, h, query].argmax()), mw) for h in range(a.shape[1])]
 print("each head's largest weight at (row, column) offset from the query: "
       + ", ".join(f"head {h + 1} ({r - mw // 2:+d}, {c - mw // 2:+d})" for h, (r, c) in enumerate(peak_at)))
 print("largest weight per head:", [f"{v:.2f}" for v in a[window, :, query].amax(-1).tolist()],
       f"(uniform: {1 / mw ** 2:.3f})")
+local = [h + 1 for h, (r, c) in enumerate(peak_at) if max(abs(r - mw // 2), abs(c - mw // 2)) <= 1]
+print(f"heads peaking within one token of the query: {local or 'none'} (one image, one query: an example, not a measurement)")
 
 # %% [markdown]
 # Each map is one head's attention from the centre token (x) over its $M\times M$ window (the red
 # square on the input), on one colour scale: all a token can see in one block. The printed lines say
 # where each head looks most, relative to the query, and how its largest weight compares with
-# uniform attention: heads that peak next to the query have learned to look locally.
+# uniform attention. Heads whose peak is next to the query (within one token, printed below) have
+# learned to look locally; a largest weight close to uniform means the head spreads its attention
+# over the whole window.
 #
 # ## 8. Claims
 #
@@ -591,7 +611,8 @@ print("largest weight per head:", [f"{v:.2f}" for v in a[window, :, query].amax(
 # the fitted slopes of the time per map (three largest sizes, constant tokens per call) lie in
 # MSA_BAND for MSA and WMSA_BAND for W-MSA; C7b holds when its regime is reached and the Swin's mean
 # paired gain is at least SWIN_GAIN with a 95% interval above zero. Out of its regime, C7b says
-# "regime not reached" and does not hold.
+# "regime not reached" and does not hold; a verdict of "inconclusive" means the seeds' noise is wider
+# than the threshold (a NO in the table, but not evidence against the claim).
 
 # %%
 claims = Claims("07_swin")
@@ -604,7 +625,7 @@ claims.add("C7a", "W-MSA cost grows linearly with the number of tokens, MSA quad
 c7b_measured = (f"{len(train_data):,} images, {len(SEEDS)} paired seed(s): Swin {np.mean(acc['swin']):.4f} "
                 f"({runs['swin', SEEDS[0]]['metrics']['params']:,} params, {mflops['swin']:.1f} MFLOPs) vs ViT "
                 f"{np.mean(acc['vit']):.4f} ({runs['vit', SEEDS[0]]['metrics']['params']:,}, {mflops['vit']:.1f}): "
-                f"{gain.describe()}")
+                f"{gain.describe()}; {gain.judge(SWIN_GAIN)}")
 claims.add("C7b", "Swin beats a ViT of similar size on small data",
            measured=c7b_regime.note(c7b_measured),
            holds=c7b_regime.reached and gain.mean >= SWIN_GAIN and gain.real)

@@ -142,3 +142,23 @@ def test_regime_needs_every_arm_converged_and_limited_by_data():
     assert regime(steps, {"a": flat}, 0.005).reached          # convergence alone when no data condition is given
     with pytest.raises(ValueError, match="both gaps and overfit"):
         regime(steps, {"a": flat}, 0.005, gaps={"a": 0.1})
+
+
+def test_paired_judge_tells_a_no_from_an_inconclusive_run():
+    from vitcourse.claims import paired
+    assert paired([0.80, 0.82, 0.81, 0.83], [0.78, 0.79, 0.80, 0.81]).judge(0.005) == "gain of 0.005 shown"
+    assert paired([0.80, 0.81, 0.80], [0.80, 0.81, 0.801]).judge(0.005).startswith("below the threshold")
+    assert paired([0.80, 0.75, 0.83], [0.78, 0.79, 0.80]).judge(0.005).startswith("inconclusive (95% interval")
+    assert paired([0.8], [0.7]).judge(0.005) == "inconclusive (one seed: no noise estimate)"
+
+
+def test_a_rehearsal_cut_curve_is_not_judged_converged(monkeypatch):
+    """make rehearsal stops every run after its first stretch of steps: one point, no curve, not converged."""
+    import math
+    from vitcourse.claims import regime
+    monkeypatch.setenv("VITCOURSE_REHEARSAL", "1")
+    r = regime([200], {"a": [0.5]}, 0.005)
+    assert math.isnan(r.rise["a"]) and not r.reached
+    monkeypatch.delenv("VITCOURSE_REHEARSAL")
+    with pytest.raises(ValueError, match="at least 2 points"):
+        regime([200], {"a": [0.5]}, 0.005)

@@ -60,6 +60,17 @@ class Paired:
         """Half the 95% confidence interval of the mean difference."""
         return self.t_crit * self.se
 
+    def judge(self, threshold: float) -> str:
+        """The verdict on "a - b >= threshold": "shown" (mean at least the threshold, interval above 0),
+        "below the threshold" (even the interval's upper end is below it), or "inconclusive" (the
+        interval is too wide to tell: more seeds or less noise would be needed)."""
+        if self.n >= 2 and self.mean >= threshold and self.real:
+            return f"gain of {threshold} shown"
+        if self.n >= 2 and self.mean + self.half_width < threshold:
+            return f"below the threshold (95% upper end {self.mean + self.half_width:+.4f} < {threshold})"
+        return (f"inconclusive (95% interval +-{self.half_width:.4f}, wider than the {threshold} to be shown)"
+                if self.n >= 2 else "inconclusive (one seed: no noise estimate)")
+
     def describe(self, unit: str = "") -> str:
         """One line: the per-seed differences, the mean with its 95% interval, and the verdict."""
         per_seed = ", ".join(f"{d:+.4f}" for d in self.diffs)
@@ -150,9 +161,15 @@ class Regime:
 def regime(steps, curves: dict, plateau: float, gaps: dict | None = None, overfit: float | None = None) -> Regime:
     """Check a claim's regime from each arm's test-accuracy curve at ``steps`` (e.g. the mean over seeds)
     and, optionally, each arm's clean train - test accuracy."""
+    from . import rehearsal
     if (gaps is None) != (overfit is None):
         raise ValueError("give both gaps and overfit (the data-limited condition) or neither")
-    return Regime({arm: late_rise(steps, c) for arm, c in curves.items()}, plateau, gaps, overfit)
+
+    def rise(curve):
+        if rehearsal.active() and min(len(steps), len(curve)) < 2:
+            return float("nan")  # a rehearsal cuts every run after its first stretch: no curve to judge
+        return late_rise(steps, curve)
+    return Regime({arm: rise(c) for arm, c in curves.items()}, plateau, gaps, overfit)
 
 
 @dataclass
