@@ -206,7 +206,8 @@ t0 = time.perf_counter()
 teacher_recipe = recipe("resnet").replace(epochs=TEACHER_EPOCHS)
 teacher, teacher_history = train_recipe(teacher_recipe, train_data, name="05_teacher", progress=False,
                                         device=DEVICE)  # tested once, below
-teacher_acc = evaluate(teacher, test_loader)["acc"]
+teacher_test_pred, test_target = predict(teacher, test_loader)   # once: every student is compared with it
+teacher_acc = (teacher_test_pred == test_target).float().mean().item()
 print(f"teacher {teacher_recipe.model}: {TEACHER_EPOCHS} epochs on {len(train_data):,} images with "
       f"{teacher_recipe.augment or 'no augmentation'}, test accuracy {teacher_acc:.4f} "
       f"(ready in {time.perf_counter() - t0:.0f} s)")
@@ -273,10 +274,9 @@ def train_student(config: dict) -> dict:
     models[config["name"], config["steps"], config["seed"]] = model
     save_checkpoint(study.path(config).with_suffix(".pt"), model=model)  # kept for the analysis below
     pred, target = predict(model, test_loader)
-    teacher_pred, _ = predict(teacher, test_loader)
     return {"metrics": {"test_acc": (pred == target).float().mean().item(),
                         "seconds": sum(e["seconds"] for e in history.epochs),
-                        "agrees_with_teacher": (pred == teacher_pred).float().mean().item()},
+                        "agrees_with_teacher": (pred == teacher_test_pred).float().mean().item()},
             "history": history.epochs}
 
 
@@ -434,7 +434,6 @@ for name, s in sims.items():
 # (the hard images are hard for everyone): what distillation adds is the *excess* over it.
 
 # %%
-teacher_test_pred, test_target = predict(teacher, test_loader)
 teacher_wrong = teacher_test_pred != test_target
 shared_mistakes = {}
 for name in STUDENTS:
