@@ -163,6 +163,19 @@ def test_subset_is_stratified_and_nested():
         subset(data, 5000)
 
 
+def test_holdout_is_stratified_and_disjoint():
+    from vitcourse.data import holdout
+    data = synthetic("train", n=1000)
+    rest, val = holdout(data, 200, seed=4)
+    assert (len(rest), len(val)) == (800, 200)
+    assert torch.bincount(val.labels).tolist() == [20] * 10 and torch.bincount(rest.labels).tolist() == [80] * 10
+    as_rows = lambda d: {tuple(x.flatten().tolist()) for x in d.images}  # noqa: E731
+    assert not as_rows(rest) & as_rows(val) and as_rows(rest) | as_rows(val) == as_rows(data)
+    assert as_rows(val) == as_rows(subset(data, 200, seed=4))        # the held-out part is subset()'s draw
+    with pytest.raises(ValueError, match="leaves none"):
+        holdout(data, 1.0)
+
+
 def test_dataset_override(monkeypatch):
     from vitcourse.data import dataset_for_profile
     monkeypatch.setenv("VITCOURSE_PROFILE", "gpu")

@@ -81,3 +81,37 @@ def test_train_for_steps_takes_exactly_its_steps_and_keeps_a_curve(data):
     assert all(0.0 <= e["test_acc"] <= 1.0 and "train_acc" in e for e in history.epochs)
     with pytest.raises(ValueError, match="multiple of evals=4.*steps=8"):
         train_for_steps(RECIPE, model, train, steps=10, seed=0, evals=4)
+
+
+def test_train_for_steps_early_stopping_gives_back_the_best_weights(data, tmp_path):
+    from vitcourse.data import DeviceLoader
+    from vitcourse.recipes import train_for_steps
+    from vitcourse.train import evaluate
+    train, test = data
+    val = DeviceLoader(test, 40, shuffle=False, device="cpu")
+    torch.manual_seed(0)
+    model = RECIPE.build(train)
+    kept = []                                      # the weights after every segment, to compare with
+    history = train_for_steps(RECIPE, model, train, steps=8, seed=0, evals=4, batch_size=16, device="cpu",
+                              curve=val, curve_name="val", best=tmp_path / "best.pt", lr=5e-2,
+                              checkpoint=tmp_path / "run.pt")
+    scores = [e["val_acc"] for e in history.epochs]
+    torch.manual_seed(0)
+    plain = RECIPE.build(train)                    # the same run without early stopping: its last weights
+    train_for_steps(RECIPE, plain, train, steps=8, seed=0, evals=4, batch_size=16, device="cpu", curve=val,
+                    curve_name="val", lr=5e-2)
+    same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+    assert same == history.epochs[-1]["best"]      # given back the best point's weights, not the last (at this lr
+    #                                                the best point is segment 3 of 4, so the weights differ)
+    assert [e["best"] for e in history.epochs] == [i == scores.index(max(scores)) for i in range(4)]
+    assert evaluate(model, val, device="cpu")["acc"] == max(scores)   # the model is the best point's
+    again = RECIPE.build(train)                                          # a finished run, read back
+    history2 = train_for_steps(RECIPE, again, train, steps=8, seed=0, evals=4, batch_size=16, device="cpu",
+                               curve=val, curve_name="val", best=tmp_path / "best.pt", lr=5e-2,
+                               checkpoint=tmp_path / "run.pt")
+    assert [e["best"] for e in history2.epochs] == [e["best"] for e in history.epochs]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="validation"):
+        train_for_steps(RECIPE, model, train, steps=8, seed=0, evals=4, curve=val, best=tmp_path / "b.pt")
+    with pytest.raises(ValueError, match="curve="):
+        train_for_steps(RECIPE, model, train, steps=8, seed=0, evals=4, best=tmp_path / "b.pt")

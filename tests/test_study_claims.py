@@ -140,8 +140,18 @@ def test_regime_needs_every_arm_converged_and_limited_by_data():
     assert slow.note("x") == "regime not reached (not converged, not limited by data): x"
     assert "b test accuracy rose +0.0400" in slow.report("C1") and "is not reached" in slow.report("C1")
     assert regime(steps, {"a": flat}, 0.005).reached          # convergence alone when no data condition is given
+    assert "a validation accuracy rose +0.0020" in regime(steps, {"a": flat}, 0.005, measure="validation accuracy").report("C")
     with pytest.raises(ValueError, match="both gaps and overfit"):
         regime(steps, {"a": flat}, 0.005, gaps={"a": 0.1})
+
+
+def test_rise_noise_is_the_binomial_noise_of_a_difference_of_two_points():
+    from vitcourse.claims import rise_noise
+    assert rise_noise(0.8, 1000) == pytest.approx((2 * 0.16 / 1000) ** 0.5)
+    assert rise_noise(0.8, 1000, runs=4) == pytest.approx(rise_noise(0.8, 1000) / 2)   # a mean of 4 curves
+    assert rise_noise(1.0, 1000) == 0.0
+    with pytest.raises(ValueError, match="images >= 1"):
+        rise_noise(0.8, 0)
 
 
 def test_paired_judge_tells_a_no_from_an_inconclusive_run():

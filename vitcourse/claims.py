@@ -68,8 +68,11 @@ class Paired:
             return f"gain of {threshold} shown"
         if self.n >= 2 and self.mean + self.half_width < threshold:
             return f"below the threshold (95% upper end {self.mean + self.half_width:+.4f} < {threshold})"
-        return (f"inconclusive (95% interval +-{self.half_width:.4f}, wider than the {threshold} to be shown)"
-                if self.n >= 2 else "inconclusive (one seed: no noise estimate)")
+        if self.n < 2:
+            return "inconclusive (one seed: no noise estimate)"
+        lo, hi = self.mean - self.half_width, self.mean + self.half_width
+        return (f"inconclusive (95% interval {lo:+.4f} to {hi:+.4f}: it reaches {threshold} or above, so a gain of "
+                f"{threshold} is not ruled out, and it is not shown)")
 
     def describe(self, unit: str = "") -> str:
         """One line: the per-seed differences, the mean with its 95% interval, and the verdict."""
@@ -113,6 +116,17 @@ def late_rise(steps, values, fraction: float = 0.2) -> float:
     return values[-1] - values[earlier[-1]]
 
 
+def rise_noise(accuracy: float, images: int, runs: int = 1) -> float:
+    """One standard deviation of ``late_rise`` from measurement noise alone: a curve point is an accuracy
+    near ``accuracy`` measured on ``images`` images (binomial variance p(1 - p) / images), the rise is the
+    difference of two such points, and a mean over ``runs`` curves divides the variance by ``runs``. A
+    plateau threshold well below this cannot be told from noise; a rise several times it is a curve
+    still climbing."""
+    if images < 1 or runs < 1 or not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"need images >= 1, runs >= 1 and an accuracy in [0, 1]; got {images}, {runs}, {accuracy}")
+    return (2 * accuracy * (1 - accuracy) / images / runs) ** 0.5
+
+
 @dataclass(frozen=True)
 class Regime:
     """A claim's pre-stated regime, checked on its runs: every arm near convergence (its mean test curve
@@ -122,6 +136,7 @@ class Regime:
     plateau: float
     gap: dict | None = None     # arm -> clean train - test accuracy
     overfit: float | None = None
+    measure: str = "test accuracy"   # what the curves measure, for the report
 
     @property
     def converged(self) -> bool:
@@ -143,7 +158,7 @@ class Regime:
         """One line per arm with both conditions, then the verdict for ``claim``."""
         lines, width = [], max(len(str(arm)) for arm in self.rise)
         for arm, rise in self.rise.items():
-            line = f"{arm:{width}s} test accuracy rose {rise:+.4f} over the last 20% of steps (regime: < {self.plateau})"
+            line = f"{arm:{width}s} {self.measure} rose {rise:+.4f} over the last 20% of steps (regime: < {self.plateau})"
             if self.gap is not None:
                 line += f"; clean train - test {self.gap[arm]:+.4f} (regime: >= {self.overfit})"
             lines.append(line)
@@ -158,9 +173,11 @@ class Regime:
         return measured if self.reached else f"regime not reached ({self.why_not()}): {measured}"
 
 
-def regime(steps, curves: dict, plateau: float, gaps: dict | None = None, overfit: float | None = None) -> Regime:
-    """Check a claim's regime from each arm's test-accuracy curve at ``steps`` (e.g. the mean over seeds)
-    and, optionally, each arm's clean train - test accuracy."""
+def regime(steps, curves: dict, plateau: float, gaps: dict | None = None, overfit: float | None = None,
+           measure: str = "test accuracy") -> Regime:
+    """Check a claim's regime from each arm's accuracy curve at ``steps`` (e.g. the mean over seeds; say
+    what it measures with ``measure``, e.g. "validation accuracy") and, optionally, each arm's clean
+    train - test accuracy."""
     from . import rehearsal
     if (gaps is None) != (overfit is None):
         raise ValueError("give both gaps and overfit (the data-limited condition) or neither")
@@ -169,7 +186,7 @@ def regime(steps, curves: dict, plateau: float, gaps: dict | None = None, overfi
         if rehearsal.active() and min(len(steps), len(curve)) < 2:
             return float("nan")  # a rehearsal cuts every run after its first stretch: no curve to judge
         return late_rise(steps, curve)
-    return Regime({arm: rise(c) for arm, c in curves.items()}, plateau, gaps, overfit)
+    return Regime({arm: rise(c) for arm, c in curves.items()}, plateau, gaps, overfit, measure)
 
 
 @dataclass

@@ -118,9 +118,9 @@ def train_recipe(r: Recipe, train, test=None, *, name: str, seed: int = 0, root=
     return model, history
 
 
-def train_for_steps(r: Recipe, model, train, *, steps: int, seed: int, curve=None, evals: int = 10,
-                    warmup_fraction: float = 0.1, batch_size: int | None = None, checkpoint=None, device=None,
-                    **fit_overrides):
+def train_for_steps(r: Recipe, model, train, *, steps: int, seed: int, curve=None, curve_name: str = "test",
+                    evals: int = 10, warmup_fraction: float = 0.1, batch_size: int | None = None, checkpoint=None,
+                    best=None, resize: int | None = None, device=None, **fit_overrides):
     """Train ``model`` on ``train`` with ``r``'s settings for exactly ``steps`` steps (whatever the size of
     ``train``: a study that compares models or data sets at equal compute), evaluating ``curve`` (a loader,
     e.g. a fixed subset of the test images) ``evals`` times on the way, so the run keeps its learning curve.
@@ -128,16 +128,51 @@ def train_for_steps(r: Recipe, model, train, *, steps: int, seed: int, curve=Non
     The steps are ``evals`` segments of ``steps // evals`` (``fit``'s epochs), under one warm-up and cosine
     schedule over all of them; ``warmup_fraction`` of the steps warm up. Each record of the returned
     ``History`` has ``step``, the running ``train_acc`` of the (augmented) batches of its segment and
-    ``test_acc`` on ``curve``. ``fit_overrides`` (``lr``, ``loss_fn``, ...) replace the recipe's."""
-    from .data import DeviceLoader, FixedSteps
+    ``<curve_name>_acc`` on ``curve`` (say ``curve_name="val"`` for a validation split).
+    ``fit_overrides`` (``lr``, ``loss_fn``, ...) replace the recipe's. ``resize``: the training batches are
+    resized to this size (``data.Resized``, e.g. 224 for a pre-trained ViT-B; resize ``curve`` alike).
+
+    ``best``: early stopping, as the ViT paper's data-scale study (figure 4, "we report the best validation
+    accuracy achieved during training"): a file where the weights of the point with the highest
+    ``<curve_name>_acc`` so far are written (atomically), and the model is given back with those weights,
+    not the last ones; the chosen record has ``best=True``. ``curve`` must then be a validation split held
+    out from the training images (``data.holdout``), never the test split, which would choose on it."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data import DeviceLoader, FixedSteps, Resized
     from .train import fit
     if steps < evals or steps % evals:
         raise ValueError(f"steps={steps} must be a positive multiple of evals={evals} (the learning curve's points): "
                          f"use steps={max(evals, steps - steps % evals)}")
+    if best is not None and curve is None:
+        raise ValueError("best= keeps the weights of the best point of the curve: give curve= a validation loader")
+    if best is not None and curve_name == "test":
+        raise ValueError("best= chooses a step on the curve: call it a validation split (curve_name='val'), "
+                         "held out from the training images, not the test split")
     loader = DeviceLoader(train, batch_size or r.batch_size, drop_last=True, seed=seed, device=device, **r.augment)
+    segments = FixedSteps(loader, steps // evals)
+    if resize is not None:
+        segments = Resized(segments, resize)
     args = {**r.fit_args(), "warmup_epochs": warmup_fraction * evals, **fit_overrides}
-    history = fit(model, FixedSteps(loader, steps // evals), curve, epochs=evals, **args, val_name="test",
-                  checkpoint=checkpoint, progress=False, device=device)
+    key = f"{curve_name}_acc"
+
+    def keep_best(epoch, history):
+        scores = [e[key] for e in history.epochs]
+        if scores[-1] == max(scores) and scores.index(max(scores)) == len(scores) - 1:
+            save_checkpoint(best, model=model, epoch=epoch)     # the first of equal scores stays chosen
+
+    history = fit(model, segments, curve, epochs=evals, **args, val_name=curve_name,
+                  checkpoint=checkpoint, progress=False, device=device,
+                  on_epoch_end=keep_best if best is not None else None)
     for record in history.epochs:
         record["step"] = record["epoch"] * (steps // evals)
+    if best is not None:
+        scores = [e[key] for e in history.epochs]
+        chosen = scores.index(max(scores))
+        state = load_checkpoint(best, model=model, restore_rng=False)
+        if state["epoch"] != history.epochs[chosen]["epoch"]:
+            raise RuntimeError(f"{best} holds the weights after segment {state['epoch']}, but the best point is segment "
+                               f"{history.epochs[chosen]['epoch']} (the run was cut off between two saves): delete "
+                               f"{best} and {checkpoint} and train again")
+        for i, record in enumerate(history.epochs):
+            record["best"] = i == chosen
     return history

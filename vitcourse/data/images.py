@@ -241,12 +241,8 @@ def _apportion(counts: torch.Tensor, total: int) -> torch.Tensor:
     return quota.clamp(min=1).minimum(counts)
 
 
-def subset(data: ImageData, fraction_or_count: float | int, seed: int = 0) -> ImageData:
-    """A stratified subset: the same share of every class, e.g. ``subset(train, 0.1)`` or ``subset(train, 500)``.
-
-    Subsets of growing size drawn with the same seed are nested (the 10% set contains the 5% set),
-    which is what a data-scale study wants.
-    """
+def _stratified(data: ImageData, fraction_or_count: float | int, seed: int) -> torch.Tensor:
+    """The sorted indices of a stratified draw: the same share of every class, one seeded permutation per class."""
     n = len(data)
     if isinstance(fraction_or_count, float) and not 0.0 < fraction_or_count <= 1.0:
         raise ValueError(f"a fraction must be in (0, 1], got {fraction_or_count}")
@@ -260,5 +256,28 @@ def subset(data: ImageData, fraction_or_count: float | int, seed: int = 0) -> Im
     for c, k in enumerate(quota.tolist()):
         idx = (data.labels == c).nonzero().squeeze(1)
         keep.append(idx[torch.randperm(len(idx), generator=g)][:k])
-    keep = torch.cat(keep).sort().values
+    return torch.cat(keep).sort().values
+
+
+def subset(data: ImageData, fraction_or_count: float | int, seed: int = 0) -> ImageData:
+    """A stratified subset: the same share of every class, e.g. ``subset(train, 0.1)`` or ``subset(train, 500)``.
+
+    Subsets of growing size drawn with the same seed are nested (the 10% set contains the 5% set),
+    which is what a data-scale study wants.
+    """
+    keep = _stratified(data, fraction_or_count, seed)
     return replace(data, images=data.images[keep], labels=data.labels[keep])
+
+
+def holdout(data: ImageData, fraction_or_count: float | int, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """Split ``data`` in two disjoint parts, ``(rest, held_out)``, the held-out part a stratified draw of
+    ``fraction_or_count`` (as ``subset``): e.g. a validation split taken from the training split, so that a
+    choice (a stopping step, a learning rate) is made without the test split. Mean and std stay those of
+    ``data``."""
+    keep = _stratified(data, fraction_or_count, seed)
+    if len(keep) == len(data):
+        raise ValueError(f"holding out {fraction_or_count} of {len(data)} images leaves none: hold out fewer")
+    rest = torch.ones(len(data), dtype=torch.bool)
+    rest[keep] = False
+    return (replace(data, images=data.images[rest], labels=data.labels[rest]),
+            replace(data, images=data.images[keep], labels=data.labels[keep]))
