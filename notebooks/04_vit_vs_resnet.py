@@ -292,8 +292,9 @@ def size_axis(ax, sizes, label="training images (log scale)"):
 
 
 def run_all(study: Study, configs: list[dict]) -> list[dict]:
-    """Every config, finished runs read back from disk; one progress bar for the whole grid."""
-    return [study.run(c, lambda c: train_run(c, study)) for c in tqdm(configs, desc=study.name)]
+    """Every config, finished runs read back from disk; one progress bar for the whole grid. A finished
+    run's checkpoint is deleted once its record is written (nothing reads its weights again)."""
+    return [study.run(c, lambda c: train_run(c, study), keep_checkpoint=False) for c in tqdm(configs, desc=study.name)]
 
 
 def scale_config(model: str, images: int, steps: int, seed: int) -> dict:
@@ -660,8 +661,9 @@ def resized(loader):
     return D.Resized(loader, size) if size is not None else loader
 
 
-task_val_loader = resized(D.DeviceLoader(task_val, 250, shuffle=False, device=DEVICE))   # small batches: at 224 px
-task_test_loader = resized(D.DeviceLoader(task_test, 250, shuffle=False, device=DEVICE))  # each is resized in memory
+EVAL_BATCH = 32 if size is not None else 250   # at 224 px each batch is resized in memory: keep them small
+task_val_loader = resized(D.DeviceLoader(task_val, EVAL_BATCH, shuffle=False, device=DEVICE))
+task_test_loader = resized(D.DeviceLoader(task_test, EVAL_BATCH, shuffle=False, device=DEVICE))
 
 
 def transfer_run(config: dict) -> dict:
@@ -691,10 +693,10 @@ INITS = ("pre-trained", "from scratch")
 transfer_study = Study("04_transfer")
 search = [transfer_config(i, k, lr, SEEDS[0]) for k in PER_CLASS for i in INITS for lr in LR_GRID]
 searched = {(c["init"], c["per_class"], c["lr"]): rec for c, rec in zip(search, [
-    transfer_study.run(c, transfer_run) for c in tqdm(search, desc="learning-rate grid")])}
+    transfer_study.run(c, transfer_run, keep_checkpoint=False) for c in tqdm(search, desc="learning-rate grid")])}
 best_lr = {(i, k): max(LR_GRID, key=lambda lr: searched[i, k, lr]["metrics"]["val_acc"]) for i in INITS for k in PER_CLASS}
 finals = [transfer_config(i, k, best_lr[i, k], s) for k in PER_CLASS for i in INITS for s in SEEDS]
-transfer = {(c["init"], c["per_class"], c["seed"]): transfer_study.run(c, transfer_run)
+transfer = {(c["init"], c["per_class"], c["seed"]): transfer_study.run(c, transfer_run, keep_checkpoint=False)
             for c in tqdm(finals, desc="all seeds")}
 t_acc = {(i, k): [transfer[i, k, s]["metrics"]["test_acc"] for s in SEEDS] for i in INITS for k in PER_CLASS}
 print(f"{'start':13s} {'per class':>9s} " + " ".join(f"{'lr ' + format(lr, 'g'):>10s}" for lr in LR_GRID)
@@ -771,7 +773,8 @@ plt.show()
 probe_gain = None
 if pretrained is None:  # the offline variant: frozen pre-trained features against frozen random ones
     probes = [transfer_config(i, PER_CLASS[-1], 1e-2, s, probe=True) for i in INITS for s in SEEDS]
-    probe = {(c["init"], c["seed"]): transfer_study.run(c, transfer_run)["metrics"]["test_acc"] for c in probes}
+    probe = {(c["init"], c["seed"]): transfer_study.run(c, transfer_run, keep_checkpoint=False)["metrics"]["test_acc"]
+             for c in probes}
     probe_gain = paired([probe["pre-trained", s] for s in SEEDS], [probe["from scratch", s] for s in SEEDS])
     print(f"linear probe on frozen features, {PER_CLASS[-1]} images per class: pre-trained "
           f"{np.mean([probe['pre-trained', s] for s in SEEDS]):.4f}, random "

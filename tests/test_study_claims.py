@@ -40,6 +40,20 @@ def test_study_requires_metrics(tmp_path):
     assert not list(tmp_path.rglob("*.json"))
 
 
+def test_study_can_drop_a_finished_runs_checkpoint(tmp_path):
+    study = Study("grid", root=tmp_path)
+
+    def train_one(config):  # writes a checkpoint where fit would
+        study.checkpoint(config).parent.mkdir(parents=True)
+        study.checkpoint(config).write_bytes(b"weights")
+        return {"metrics": {"acc": 0.5}}
+    study.run({"x": 1}, train_one)
+    assert study.checkpoint({"x": 1}).exists()                     # kept by default
+    record = study.run({"x": 2}, train_one, keep_checkpoint=False)
+    assert record["metrics"] == {"acc": 0.5} and study.path({"x": 2}).exists()
+    assert not study.checkpoint({"x": 2}).parent.exists()          # the record stays, the weights go
+
+
 def test_run_key_is_stable_and_distinct():
     assert run_key({"a": 1, "b": 0.5}) == run_key({"b": 0.5, "a": 1})
     assert run_key({"a": 1}) != run_key({"a": 2})

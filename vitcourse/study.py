@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -75,8 +76,11 @@ class Study:
         cut off by a disconnect resumes from it when the notebook runs again."""
         return self.folder / run_key(config) / "checkpoint.pt"
 
-    def run(self, config: dict, fn: Callable[[dict], dict]) -> dict:
-        """The stored record for ``config`` if it finished before, else ``fn(config)`` stored."""
+    def run(self, config: dict, fn: Callable[[dict], dict], keep_checkpoint: bool = True) -> dict:
+        """The stored record for ``config`` if it finished before, else ``fn(config)`` stored.
+        ``keep_checkpoint=False``: once the record is written, the run's checkpoint folder
+        (``checkpoint(config).parent``) is deleted: a grid of large models would otherwise fill the disk
+        (or a Google Drive) with weights nothing reads again; a cut-off run still resumes from it."""
         path = self.path(config)
         if config not in self.asked:
             self.asked.append(config)
@@ -92,6 +96,8 @@ class Study:
             history = history.to_dict()
         record = {"config": config, "metrics": out["metrics"], "history": history}
         atomic_write_json(record, path)
+        if not keep_checkpoint:
+            shutil.rmtree(self.checkpoint(config).parent, ignore_errors=True)
         return json.loads(json.dumps(record, default=str))
 
     def results(self, everything: bool = False) -> list[dict]:
