@@ -156,9 +156,9 @@ def train_for_steps(r: Recipe, model, train, *, steps: int, seed: int, curve=Non
     key = f"{curve_name}_acc"
 
     def keep_best(epoch, history):
-        scores = [e[key] for e in history.epochs]
-        if scores[-1] == max(scores) and scores.index(max(scores)) == len(scores) - 1:
-            save_checkpoint(best, model=model, epoch=epoch)     # the first of equal scores stays chosen
+        *earlier, last = [e[key] for e in history.epochs]
+        if last > max(earlier, default=float("-inf")):            # the first of equal scores stays chosen
+            save_checkpoint(best, model=model, epoch=epoch)
 
     history = fit(model, segments, curve, epochs=evals, **args, val_name=curve_name,
                   checkpoint=checkpoint, progress=False, device=device,
