@@ -197,8 +197,9 @@ def test_row_and_column_structure_are_told_apart():
     s = A.position_structure(A.position_embedding_similarity(1, pos))
     assert s["same_column"] == pytest.approx(1.0, abs=1e-5)
     assert s["same_row"] < 0.9
-    distances, sims = A.similarity_by_distance(A.position_embedding_similarity(1, pos))
-    assert distances[0] == pytest.approx(1.0) and len(distances) == len(sims)
+    distances, sims, counts = A.similarity_by_distance(A.position_embedding_similarity(1, pos))
+    assert distances[0] == pytest.approx(1.0) and len(distances) == len(sims) == len(counts)
+    assert sum(counts) == g * g * (g * g - 1)  # every ordered pair of distinct patches, once
     assert distances == sorted(distances) and len(set(distances)) == len(distances)
 
 
@@ -207,8 +208,48 @@ def test_similarity_by_distance_falls_for_a_smooth_embedding():
     r, c = torch.meshgrid(torch.arange(g).float(), torch.arange(g).float(), indexing="ij")
     freqs = torch.arange(1, 5).float() * 0.3
     feats = torch.cat([f(v.flatten()[:, None] * freqs) for v in (r, c) for f in (torch.sin, torch.cos)], -1)
-    distances, sims = A.similarity_by_distance(A.position_embedding_similarity(1, torch.cat([feats[:1], feats])[None]))
+    distances, sims, _ = A.similarity_by_distance(A.position_embedding_similarity(1, torch.cat([feats[:1], feats])[None]))
     assert sims[0] > sims[-1] + 0.3
+
+
+def test_similarity_by_distance_bins_and_counts():
+    g = 4
+    sim = A.embedding_similarity(torch.randn(g * g, 16))
+    distances, sims, counts = A.similarity_by_distance(sim, bin_width=1)
+    # On 4x4 the distances 1, 1.41, 2, 2.24, 2.83, 3, 3.16, 3.61, 4.24 round to the bins 1..4.
+    assert distances == [1.0, 2.0, 3.0, 4.0]
+    assert sum(counts) == g * g * (g * g - 1)
+    exact, exact_sims, exact_counts = A.similarity_by_distance(sim)
+    assert counts[0] == exact_counts[0] + exact_counts[1]           # 1 and sqrt(2) share the first bin
+    assert sims[0] == pytest.approx((exact_sims[0] * exact_counts[0] + exact_sims[1] * exact_counts[1]) / counts[0])
+    with pytest.raises(ValueError, match="bin_width"):
+        A.similarity_by_distance(sim, bin_width=0)
+
+
+def test_structure_statistics_on_constructed_embeddings():
+    g, d = 7, 64
+    sincos = A.embedding_similarity(A.sincos_2d_embedding(g, d))
+    assert A.grid_neighbour_share(sincos) == 1.0                   # the nearest is always a grid neighbour
+    rowcol = A.embedding_similarity(A.row_column_embedding(g, d, torch.Generator().manual_seed(0)))
+    assert A.row_column_share(rowcol) > 0.95                       # the row and column mates are the most similar
+    assert A.grid_neighbour_share(rowcol) < 0.5                    # but nothing orders them by distance
+    null = A.random_embedding_shares(g, d, draws=200, seed=0)
+    assert null["grid_neighbour_share"].shape == (200,)
+    # Chance levels: 4 neighbours (fewer at the border) among 48 others; 12 row/column mates among 48.
+    chance = (A.patch_distances(g, 1) - 1).abs().lt(1e-4).sum().item() / (g * g) / (g * g - 1)
+    assert null["grid_neighbour_share"].mean().item() == pytest.approx(chance, abs=0.02)
+    assert null["row_column_share"].mean().item() == pytest.approx(12 / 48, abs=0.02)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        A.sincos_2d_embedding(g, 30)
+
+
+def test_grid_neighbour_share_counts_only_the_four_neighbours():
+    # Each patch is made most similar to the patch two columns away in its row: near, not a neighbour.
+    g = 4
+    sim = A.embedding_similarity(torch.randn(g * g, 32)).reshape(g * g, g * g).clone()
+    for k in range(g * g):
+        sim[k, k + 2 if k % g < g - 2 else k - 2] = 2.0
+    assert A.grid_neighbour_share(sim.reshape(g, g, g, g)) == 0.0
 
 
 def test_attention_distance_correlation_local_and_uniform_heads():

@@ -177,15 +177,90 @@ def position_structure(similarity: torch.Tensor) -> dict:
             "distance_correlation": corr.item()}
 
 
-def similarity_by_distance(similarity: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Mean position-embedding similarity of patch pairs at each distance on the grid (in patches):
-    returns (distances, mean similarities), one entry per distinct distance (the patch itself excluded).
-    A learned 2-D structure shows as similarity falling with distance."""
+def similarity_by_distance(similarity: torch.Tensor, bin_width: float | None = None):
+    """Mean position-embedding similarity of patch pairs at each distance on the grid (in patches), the
+    patch itself excluded: returns (distances, mean similarities, pair counts). With ``bin_width=None``
+    one entry per distinct distance; with a width, distances are binned into [k w - w/2, k w + w/2)
+    and reported at the bin centres k w (empty bins left out). A learned 2-D structure shows as
+    similarity falling with distance; the counts say how much each point averages (the farthest
+    distances have only a few pairs, the corners)."""
     g = similarity.shape[0]
     sim = similarity.reshape(g * g, g * g).cpu()
     dist = patch_distances(g, 1).round(decimals=4)
+    if bin_width is not None:
+        if bin_width <= 0:
+            raise ValueError(f"bin_width must be positive (in patches), got {bin_width}")
+        dist = torch.where(dist > 0, (dist / bin_width).round().clamp_min(1) * bin_width, dist)
     distances = sorted(d for d in dist.unique().tolist() if d > 0)
-    return distances, [sim[dist == d].mean().item() for d in distances]
+    return (distances, [sim[dist == d].mean().item() for d in distances],
+            [int((dist == d).sum()) for d in distances])
+
+
+def _pairwise(similarity: torch.Tensor) -> torch.Tensor:
+    """(g, g, g, g) similarities -> (N, N) with the diagonal (a patch against itself) at -inf."""
+    g = similarity.shape[0]
+    sim = similarity.reshape(g * g, g * g).detach().float().cpu().clone()
+    return sim.fill_diagonal_(float("-inf"))
+
+
+def grid_neighbour_share(similarity: torch.Tensor) -> float:
+    """The share of positions whose most similar other position embedding is one of its 4 grid
+    neighbours (up, down, left, right). It measures the 2-D distance structure of ViT figure 7
+    (centre): close patches have the most similar embeddings. By chance (random embeddings) about
+    4/N of the positions pass (3.4 neighbours among 48 others on a 7x7 grid: 7%); a smooth 2-D
+    embedding scores 1. Unlike a correlation over all pairs, it does not depend on how the far pairs
+    happen to compare (e.g. border patches that all see the same black background)."""
+    g = similarity.shape[0]
+    nearest = _pairwise(similarity).argmax(-1)
+    return (patch_distances(g, 1)[torch.arange(g * g), nearest] - 1).abs().lt(1e-4).float().mean().item()
+
+
+def row_column_share(similarity: torch.Tensor) -> float:
+    """For each position, the share of its k = 2(g - 1) most similar other positions that lie in its
+    own row or column (there are exactly k such patches), averaged over positions: 1 for an
+    embedding made of a row part plus a column part, about k / (N - 1) by chance (0.25 on 7x7)."""
+    g = similarity.shape[0]
+    k = 2 * (g - 1)
+    top = _pairwise(similarity).topk(k, dim=-1).indices
+    r, c = torch.arange(g * g) // g, torch.arange(g * g) % g
+    same = (r[top] == r[:, None]) | (c[top] == c[:, None])
+    return same.float().mean().item()
+
+
+def sincos_2d_embedding(grid_size: int, dim: int) -> torch.Tensor:
+    """A constructed (N, dim) 2-D sin-cos embedding (the fixed embedding of MAE and of ViT's appendix
+    D.4 ablation): half of the channels encode the row with chapter 02's sinusoidal table, the other
+    half the column. The structure a learned embedding would show at its best."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos embedding splits dim into sin and cos of rows and columns: dim must be "
+                         f"a multiple of 4, got {dim}")
+    from .nn.positional import sinusoidal_table
+    table = sinusoidal_table(grid_size, dim // 2)
+    r, c = torch.arange(grid_size).repeat_interleave(grid_size), torch.arange(grid_size).repeat(grid_size)
+    return torch.cat([table[r], table[c]], dim=-1)
+
+
+def row_column_embedding(grid_size: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A constructed (N, dim) embedding u_row + v_column with random u and v: a pure row/column
+    structure, with no notion of distance within a row or column."""
+    u = torch.randn(grid_size, dim, generator=generator)
+    v = torch.randn(grid_size, dim, generator=generator)
+    return (u[:, None] + v[None, :]).reshape(grid_size * grid_size, dim)
+
+
+def embedding_similarity(embedding: torch.Tensor) -> torch.Tensor:
+    """The (g, g, g, g) cosine-similarity grid of an (N, D) embedding without prefix tokens (a
+    constructed one, or a model's patch positions)."""
+    return position_embedding_similarity(0, embedding[None])
+
+
+def random_embedding_shares(grid_size: int, dim: int, draws: int = 1000, seed: int = 0) -> dict:
+    """The chance level of the two structure statistics: ``grid_neighbour_share`` and
+    ``row_column_share`` of ``draws`` random Gaussian (N, dim) embeddings, as two tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    sims = [embedding_similarity(torch.randn(grid_size * grid_size, dim, generator=gen)) for _ in range(draws)]
+    return {"grid_neighbour_share": torch.tensor([grid_neighbour_share(s) for s in sims]),
+            "row_column_share": torch.tensor([row_column_share(s) for s in sims])}
 
 
 def attention_distance_correlation(attentions, model) -> torch.Tensor:
@@ -267,30 +342,32 @@ def plot_patches(image: torch.Tensor, patch_size: int, mean=None, std=None, numb
     return fig
 
 
-def plot_position_similarity(similarity: torch.Tensor, title: str = "position embedding similarity"):
-    """ViT figure 7 (left): tile (r, c) shows the cosine similarity of patch (r, c)'s position
-    embedding to every other patch's."""
+def plot_position_similarity(similarity: torch.Tensor, title: str = "position embedding similarity", ax=None):
+    """ViT figure 7 (centre): tile (r, c) shows the cosine similarity of patch (r, c)'s position
+    embedding to every other patch's. Draws on ``ax`` when given (several embeddings side by side)."""
     g = similarity.shape[0]
-    tiles = F.pad(similarity.cpu(), (0, 1, 0, 1), value=float("nan"))  # a gap between tiles
+    tiles = F.pad(similarity.detach().cpu(), (0, 1, 0, 1), value=float("nan"))  # a gap between tiles
     mosaic = rearrange(tiles, "r c i j -> (r i) (c j)")
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5)) if ax is None else (ax.figure, ax)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.35")           # diverging (0 white); gaps grey
     im = ax.imshow(mosaic.numpy(), cmap=cmap, vmin=-1, vmax=1)
     ax.set_xticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
     ax.set_yticks([(g + 1) * k + g / 2 - 0.5 for k in range(g)], range(1, g + 1))
     ax.set(title=title, xlabel="input patch column", ylabel="input patch row")
-    fig.colorbar(im, ax=ax, label="cosine similarity")
+    fig.colorbar(im, ax=ax, label="cosine similarity", shrink=0.8)
     return fig
 
 
 def plot_attention_distance(distance: torch.Tensor, patch_size: int | None = None, grid_size: int | None = None,
                             title: str = "mean attention distance per head"):
-    """ViT figure 7 (right): one dot per head at each depth. With the grid, a dashed line marks the
-    distance of uniform attention (every patch equally)."""
+    """ViT figure 7 (right): one dot per head at each depth, each head's dots set a little apart
+    sideways so that heads at the same distance do not hide each other. With the grid, a dashed line
+    marks the distance of uniform attention (every patch equally)."""
     layers, heads = distance.shape
     fig, ax = plt.subplots(figsize=(6, 4))
+    offsets = (np.arange(heads) - (heads - 1) / 2) * min(0.08, 0.6 / heads)
     for h in range(heads):
-        ax.scatter(np.arange(1, layers + 1), distance[:, h].cpu().numpy(), s=18, label=f"head {h + 1}")
+        ax.scatter(np.arange(1, layers + 1) + offsets[h], distance[:, h].cpu().numpy(), s=18, label=f"head {h + 1}")
     if patch_size is not None and grid_size is not None:
         ax.axhline(patch_distances(grid_size, patch_size).mean().item(), ls="--", color="gray",
                    label="uniform attention")
@@ -347,5 +424,6 @@ def plot_rollout(images: torch.Tensor, maps: torch.Tensor, labels=None, mean=Non
     axes[1, 0].set_ylabel("rollout")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.colorbar(shown, ax=axes[1].tolist(), shrink=0.8, label="share of the image's largest")
+    # The colour bar takes its room from both rows, so that each input stays above its own map.
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="share of the image's largest")
     return fig
