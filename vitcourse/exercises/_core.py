@@ -40,6 +40,11 @@ class Mistake:
     message: str
 
 
+def seeded(*shape, seed: int) -> torch.Tensor:
+    """A standard-normal tensor of ``shape`` from its own generator: the same case on every call."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
 def _shape(x) -> str:
     return "(" + ", ".join(str(s) for s in x.shape) + ")"
 
@@ -165,7 +170,8 @@ class Exercise:
             except NotImplementedError:
                 return "not attempted yet (the stub still raises NotImplementedError): write the function, then check again"
             except Exception as err:
-                return f"on the case {case.describe}, your function raised {type(err).__name__}: {err}"
+                return (f"on the case {case.describe}, your function raised {type(err).__name__}: {err}"
+                        + self._mistake_note(err, case))
             problem = compare(got, expected, atol=self.atol, rtol=self.rtol, shape_formula=self.shape_formula)
             if problem is None and self.grad:
                 problem = self._gradient_problem(answer, case)
@@ -174,12 +180,15 @@ class Exercise:
         return None
 
     def _mistake_note(self, got, case: Case) -> str:
+        """The message of the known mistake that gives the same answer (or raises the same error)."""
         for mistake in self.mistakes:
             try:
                 known = mistake.fn(*case.make())
-            except Exception:
+            except Exception as err:
+                if isinstance(got, Exception) and type(got) is type(err) and str(got) == str(err):
+                    return f". This looks like a known mistake: {mistake.message}"
                 continue
-            if compare(got, known, atol=self.atol, rtol=self.rtol) is None:
+            if not isinstance(got, Exception) and compare(got, known, atol=self.atol, rtol=self.rtol) is None:
                 return f". This looks like a known mistake: {mistake.message}"
         return ""
 

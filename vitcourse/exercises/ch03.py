@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from ._core import Case, Exercise, Mistake
+from ._core import Case, Exercise, Mistake, seeded as _seeded
 
 
 # ---- reference solutions -------------------------------------------------------------------------------
@@ -44,9 +44,6 @@ def _column_major(images, patch_size):
 def _appended(tokens, cls_token):
     return torch.cat([tokens, cls_token.expand(tokens.shape[0], -1, -1)], dim=1)
 
-
-def _seeded(*shape, seed):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _size_case(s, p):
