@@ -600,7 +600,50 @@ claims.add("C0-train", f"the course ResNet reaches >= {target_acc:.0%} test accu
 claims.show();
 
 # %% [markdown]
-# ## Exercises
+# ## Checked exercises
+#
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.conv_output_size.hint()` prints a hint, another on each call;
+# * `ex.conv_output_size.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch00 as ex
+
+# %% tags=["exercise"]
+def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
+    """The side of a convolution's output for an input of side `size` (an int), as `torch.nn.Conv2d` computes it."""
+    raise NotImplementedError("write conv_output_size, then run this cell")
+
+
+ex.conv_output_size.check(conv_output_size)
+
+# %% tags=["exercise"]
+def conv_parameters(in_channels, out_channels, kernel, bias=True):
+    """The number of parameters of a `kernel` x `kernel` convolution from `in_channels` to
+    `out_channels` (an int)."""
+    raise NotImplementedError("write conv_parameters, then run this cell")
+
+
+ex.conv_parameters.check(conv_parameters)
+
+# %% tags=["exercise"]
+def global_average_pool(features):
+    """(B, C, H, W) feature maps -> (B, C): the ResNet's read-out before its linear classifier."""
+    raise NotImplementedError("write global_average_pool, then run this cell")
+
+
+ex.global_average_pool.check(global_average_pool)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 # 1. Use `receptive_field` to find how many 3x3 stride-1 layers reach the 16x16 receptive field of a
 #    ViT-B/16 patch, and how many with a 2x2 pooling after every layer.
 # 2. Count the weights of a 7x7 convolution against three stacked 3x3 ones with C channels. What

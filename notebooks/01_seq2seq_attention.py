@@ -443,8 +443,53 @@ claims.show()
 # short-sentence accuracy there, and the gap is over 25 points; for at least half of the output
 # words the largest attention weight is on the right source word. In the smoke profile the runs
 # are too short for any of this to mean anything.
+
+# %% [markdown]
+# ## Checked exercises
 #
-# ## Exercises
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.additive_attention.hint()` prints a hint, another on each call;
+# * `ex.additive_attention.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch01 as ex
+
+# %% tags=["exercise"]
+def additive_attention(query, keys, W_q, W_k, v):
+    """Bahdanau attention: e_j = v . tanh(W_q query + W_k key_j), weights = softmax over j,
+    context = sum_j weights_j key_j. query (B, Dq), keys (B, T, Dk), W_q (A, Dq), W_k (A, Dk), v (A,) -> (context (B, Dk), weights (B, T))."""
+    raise NotImplementedError("write additive_attention, then run this cell")
+
+
+ex.additive_attention.check(additive_attention)
+
+# %% tags=["exercise"]
+def padding_mask(lengths, max_len):
+    """(B,) lengths -> (B, max_len) bool mask, True on real tokens, False on padding."""
+    raise NotImplementedError("write padding_mask, then run this cell")
+
+
+ex.padding_mask.check(padding_mask)
+
+# %% tags=["exercise"]
+def masked_softmax(scores, mask):
+    """Softmax over the last dimension of (B, T) scores, where positions with mask False get weight
+    exactly 0 and the others still sum to 1."""
+    raise NotImplementedError("write masked_softmax, then run this cell")
+
+
+ex.masked_softmax.check(masked_softmax)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 # 1. Train on `make_task("copy")` and `make_task("swap")`. What do the heatmaps look like? Which task
 #    is hardest for the fixed-context model, and why?
 # 2. Double `HIDDEN` for the fixed-context model only. Does the collapse move to longer sentences?

@@ -878,8 +878,53 @@ print(f"Second measurement: on the copy task the Transformer {'does' if transfor
 # with a median gradient ten times smaller, while the scaled ones stay soft. In the smoke profile
 # nothing here is evidence. Read C2a with section 9's lines: speed per sentence and sentences needed
 # are separate numbers there, and the time to the target is their ratio.
+
+# %% [markdown]
+# ## Checked exercises
 #
-# ## Exercises
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.causal_mask.hint()` prints a hint, another on each call;
+# * `ex.causal_mask.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch02 as ex
+
+# %% tags=["exercise"]
+def causal_mask(n):
+    """(n, n) bool mask, True where query i may attend to key j (the decoder's mask)."""
+    raise NotImplementedError("write causal_mask, then run this cell")
+
+
+ex.causal_mask.check(causal_mask)
+
+# %% tags=["exercise"]
+def scaled_dot_product(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(d_k)) v over the last two dimensions; `mask` (bool, True = may attend)
+    broadcasts to the scores. Returns (out, weights)."""
+    raise NotImplementedError("write scaled_dot_product, then run this cell")
+
+
+ex.scaled_dot_product.check(scaled_dot_product)
+
+# %% tags=["exercise"]
+def sinusoidal_encoding(num_positions, dim):
+    """(num_positions, dim) table: PE(pos, 2i) = sin(pos / 10000^(2i/dim)),
+    PE(pos, 2i+1) = cos(pos / 10000^(2i/dim))."""
+    raise NotImplementedError("write sinusoidal_encoding, then run this cell")
+
+
+ex.sinusoidal_encoding.check(sinusoidal_encoding)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 # 1. Train the Transformer with `positional="learned"` on the chapter-01 task, then test it on
 #    sentences longer than any it was trained on. Do the same with sinusoids. Which generalises?
 # 2. Add warm-up (`warmup_epochs=1`) to the post-LN run at the highest learning rate. Does it

@@ -926,7 +926,51 @@ else:
 claims.show()
 
 # %% [markdown]
-# ## Exercises
+# ## Checked exercises
+#
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.num_patches.hint()` prints a hint, another on each call;
+# * `ex.num_patches.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch03 as ex
+
+# %% tags=["exercise"]
+def num_patches(image_size, patch_size):
+    """N = HW / P^2 for a square image of side `image_size` cut into `patch_size` x `patch_size`
+    patches (an int)."""
+    raise NotImplementedError("write num_patches, then run this cell")
+
+
+ex.num_patches.check(num_patches)
+
+# %% tags=["exercise"]
+def patchify(images, patch_size):
+    """(B, C, H, W) -> (B, N, P*P*C): steps 1-2 of section 1, patches in row-major order, each flattened as
+    (pixel row, pixel column, channel), like `vitcourse.models.vit.patchify`."""
+    raise NotImplementedError("write patchify, then run this cell")
+
+
+ex.patchify.check(patchify)
+
+# %% tags=["exercise"]
+def prepend_class_token(tokens, cls_token):
+    """(B, N, D) patch embeddings and a (1, 1, D) class token -> (B, N + 1, D), the class token first (eq. 1)."""
+    raise NotImplementedError("write prepend_class_token, then run this cell")
+
+
+ex.prepend_class_token.check(prepend_class_token)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 #
 # 1. Train with `pool="mean"` (average the patch tokens, no class token read-out). Does accuracy
 #    change? Does the attention rollout from the class token still make sense?

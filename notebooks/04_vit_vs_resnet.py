@@ -922,8 +922,54 @@ print(f"C4c: on {PER_CLASS[0]} images per class the gain is '{transfer_verdict.s
 # **Time.** The second code cell printed the gpu profile's time, as `make rehearsal` planned it. In the
 # cpu profile the whole notebook trains for about half an hour on 2 CPU cores (benchmarks/RESULTS.md).
 # A second run of the notebook reads every finished run from disk.
+
+# %% [markdown]
+# ## Checked exercises
 #
-# ## Exercises
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.mixup.hint()` prints a hint, another on each call;
+# * `ex.mixup.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch04 as ex
+
+# %% tags=["exercise"]
+def mixup(images, labels, lam, perm):
+    """MixUp: mix each image with its partner images[perm] by lam (a float), and the one-hot (B, K)
+    labels alike. Returns (images, labels)."""
+    raise NotImplementedError("write mixup, then run this cell")
+
+
+ex.mixup.check(mixup)
+
+# %% tags=["exercise"]
+def smoothed_targets(labels, num_classes, eps):
+    """(B,) class indices -> (B, K) targets with label smoothing eps, as
+    `F.cross_entropy(label_smoothing=eps)` uses them."""
+    raise NotImplementedError("write smoothed_targets, then run this cell")
+
+
+ex.smoothed_targets.check(smoothed_targets)
+
+# %% tags=["exercise"]
+def paired_difference(a, b):
+    """Two lists of accuracies over the same seeds -> (mean of a - b, half-width of its 95%
+    interval), as `vitcourse.claims.paired` reports them."""
+    raise NotImplementedError("write paired_difference, then run this cell")
+
+
+ex.paired_difference.check(paired_difference)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 #
 # 1. Double the steps of the largest set in SCALE. Does the gap at the right end change? Which of the
 #    two (data or compute) limits the ViT there?

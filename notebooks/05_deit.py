@@ -559,8 +559,53 @@ claims.show()
 # two-class-token control (how much of a gain is the extra token rather than the teacher), and for
 # hard against soft, how often the teacher's labels differ from the true ones at all on the views the
 # students train on, and how many of those relabels are the kind DeiT relies on (section 7).
+
+# %% [markdown]
+# ## Checked exercises
 #
-# ## Exercises
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.soft_distillation.hint()` prints a hint, another on each call;
+# * `ex.soft_distillation.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch05 as ex
+
+# %% tags=["exercise"]
+def soft_distillation(student_logits, teacher_logits, tau):
+    """DeiT eq. 2's distillation term: tau^2 KL(softmax(teacher / tau) || softmax(student / tau)),
+    averaged over the batch (a scalar tensor)."""
+    raise NotImplementedError("write soft_distillation, then run this cell")
+
+
+ex.soft_distillation.check(soft_distillation)
+
+# %% tags=["exercise"]
+def hard_distillation(class_logits, dist_logits, teacher_logits, targets):
+    """DeiT eq. 3: 1/2 CE(class head, true labels) + 1/2 CE(distillation head, the teacher's hard
+    decisions)."""
+    raise NotImplementedError("write hard_distillation, then run this cell")
+
+
+ex.hard_distillation.check(hard_distillation)
+
+# %% tags=["exercise"]
+def late_fusion(class_logits, dist_logits):
+    """DeiT's prediction at test time from its two heads: (B, K) class probabilities."""
+    raise NotImplementedError("write late_fusion, then run this cell")
+
+
+ex.late_fusion.check(late_fusion)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 #
 # 1. Train the soft student with $\tau = 1$ and with $\lambda = 0.5$. Which setting moves it closest
 #    to the hard student?

@@ -600,8 +600,53 @@ claims.show()
 # The setting is far from the paper's, and the lines printed in the setup cell say how: the number of
 # patch tokens, the passes over a small subset, and the augmentation (the paper: 64 tokens on CIFAR,
 # 100 epochs of strong augmentation). Exercise 4 and the gpu profile test the larger setting.
+
+# %% [markdown]
+# ## Checked exercises
 #
-# ## Exercises
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.token_receptive_field.hint()` prints a hint, another on each call;
+# * `ex.token_receptive_field.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch06 as ex
+
+# %% tags=["exercise"]
+def token_receptive_field(r_trans, j, k):
+    """SL-ViT eq. 1: the receptive field of a token made by a tokenizer of stride j and kernel k applied to
+    inputs whose receptive field is r_trans (an int)."""
+    raise NotImplementedError("write token_receptive_field, then run this cell")
+
+
+ex.token_receptive_field.check(token_receptive_field)
+
+# %% tags=["exercise"]
+def spt_shifts(images, shift):
+    """SPT's input: (B, C, H, W) -> (B, 5C, H, W), the images and their four diagonal shifts by
+    `shift` pixels (left-up, right-up, left-down, right-down, zeros filling in), along the channels."""
+    raise NotImplementedError("write spt_shifts, then run this cell")
+
+
+ex.spt_shifts.check(spt_shifts)
+
+# %% tags=["exercise"]
+def lsa_mask(n):
+    """LSA's diagonal masking as an (n, n) bool mask, True where a token may attend."""
+    raise NotImplementedError("write lsa_mask, then run this cell")
+
+
+ex.lsa_mask.check(lsa_mask)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 #
 # Runs are stored by their config, not by the code that trained them: after changing a part (e.g.
 # `LocalitySelfAttention`), add a new entry to `VARIANTS` (or give the `Study` another name) so that it trains again.

@@ -637,8 +637,52 @@ claims.show()
 # formulas exactly. For C7b: the learning curves and the two regime conditions (a run that has not
 # converged, or that is not limited by its data, is not in the claim's regime), and the training
 # accuracies of section 6 (a gain made of extra fitting is not a better inductive bias).
+
+# %% [markdown]
+# ## Checked exercises
 #
-# ## Exercises
+# Each cell below holds a function for you to write: it raises `NotImplementedError` until you do,
+# and the check under it then reports "not attempted yet". Once written, the check runs your function
+# on several inputs (odd sizes and a batch of one among them) and compares it with the course's
+# reference solution. It prints the first difference it finds: the case, a wrong type or shape (with
+# the formula of the right one), how many values differ and where, and, when your answer is a known
+# mistake, what that mistake is. For help, in a new cell:
+#
+# * `ex.window_partition.hint()` prints a hint, another on each call;
+# * `ex.window_partition.solution()` prints the reference solution.
+#
+# Try before you ask for a hint: the messages are part of the lesson.
+
+# %%
+from vitcourse.exercises import ch07 as ex
+
+# %% tags=["exercise"]
+def window_partition(x, window):
+    """(B, H, W, C) -> (B * nW, M*M, C): non-overlapping M x M windows, row-major, like
+    `vitcourse.models.swin.window_partition`."""
+    raise NotImplementedError("write window_partition, then run this cell")
+
+
+ex.window_partition.check(window_partition)
+
+# %% tags=["exercise"]
+def window_reverse(windows, window, h, w):
+    """The inverse of window_partition: (B * nW, M*M, C) -> (B, H, W, C)."""
+    raise NotImplementedError("write window_reverse, then run this cell")
+
+
+ex.window_reverse.check(window_reverse)
+
+# %% tags=["exercise"]
+def w_msa_flops(h, w, c, window):
+    """Multiply-adds of one W-MSA layer on an h x w map of width C with M x M windows (Swin eq. 2; an int)."""
+    raise NotImplementedError("write w_msa_flops, then run this cell")
+
+
+ex.w_msa_flops.check(w_msa_flops)
+
+# %% [markdown]
+# ## More exercises (experiments to run)
 #
 # 1. Remove the shift (every block regular). How does the accuracy of section 6 change? Which tokens
 #    can no longer exchange information within one stage?

@@ -1,6 +1,12 @@
 """The checked exercises: references pass, known mistakes fail with their own message, stubs are
 "not attempted", and the feedback names what differs."""
+import ast
 import importlib
+import inspect
+import json
+import re
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +119,83 @@ def test_cases_are_rebuilt_so_an_in_place_answer_cannot_spoil_the_next():
 
     assert ex.check(in_place) is True
     assert all(torch.equal(s, torch.ones(2)) for s in seen)
+
+
+def test_self_contained_references_agree_with_the_package():
+    # The references are written out so that a learner can paste them; the package is the authority.
+    from vitcourse.distill import _soft_kl
+    from vitcourse.exercises import ch02, ch04, ch05, ch06, ch07
+    from vitcourse.claims import paired
+    from vitcourse.models.swin import window_partition, window_reverse
+    from vitcourse.nn.attention import causal_mask, dot_product_attention
+    from vitcourse.nn.positional import sinusoidal_table
+    from vitcourse.nn.slvit import DIAGONALS, shift_image, token_receptive_field
+
+    for case in ch02.scaled_dot_product.cases:
+        out, weights = ch02.scaled_dot_product_solution(*case.make())
+        ref_out, ref_weights = dot_product_attention(*case.make())
+        torch.testing.assert_close(out, ref_out)
+        torch.testing.assert_close(weights, ref_weights)
+    assert torch.equal(ch02.causal_mask_solution(5), causal_mask(5))
+    torch.testing.assert_close(ch02.sinusoidal_encoding_solution(20, 12), sinusoidal_table(20, 12))
+    a, b = [0.81, 0.84, 0.80], [0.80, 0.80, 0.79]
+    p = paired(a, b)
+    assert ch04.paired_difference_solution(a, b) == pytest.approx((p.mean, p.half_width))
+    s, t = torch.randn(4, 10), torch.randn(4, 10)
+    torch.testing.assert_close(ch05.soft_distillation_solution(s, t, 3.0), 9.0 * _soft_kl(s, t, 3.0))
+    x = torch.randn(2, 3, 8, 8)
+    package = torch.cat([x] + [shift_image(x, dx * 2, dy * 2) for dx, dy in DIAGONALS], dim=1)
+    assert torch.equal(ch06.spt_shifts_solution(x, 2), package)
+    assert ch06.token_receptive_field_solution(1, 4, 8) == token_receptive_field(1, kernel=8, stride=4)
+    y = torch.randn(2, 8, 12, 3)
+    assert torch.equal(ch07.window_partition_solution(y, 4), window_partition(y, 4))
+    assert torch.equal(ch07.window_reverse_solution(window_partition(y, 4), 4, 8, 12), window_reverse(window_partition(y, 4), 4, 8, 12))
+
+
+NOTEBOOKS = sorted(Path(__file__).resolve().parents[1].glob("notebooks/0*.ipynb"))
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _notebook_namespace(cells) -> dict:
+    """The names a learner's notebook has when its exercise cells run: its own top-level imports of
+    torch, math and einops (what a pasted solution may use), then its `import ... as ex` cell."""
+    ns: dict = {}
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        for node in ast.parse(_source(cell)).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                if all(n.split(".")[0] in {"torch", "math", "einops", "vitcourse"} for n in names) and \
+                        (not isinstance(node, ast.ImportFrom) or node.module != "vitcourse.plan"):
+                    exec(compile(ast.Module([node], []), "<notebook imports>", "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_exercise_cells_stub_then_pasted_solution(path, capsys):
+    cells = json.loads(path.read_text())["cells"]
+    tagged = [c for c in cells if "exercise" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) >= 3, f"{path.name}: at least three checked exercises"
+    ns = _notebook_namespace(cells)
+    module = ns["ex"]
+    assert module.__name__ == f"vitcourse.exercises.ch{path.name[:2]}"
+    for cell in tagged:
+        source = _source(cell)
+        stub = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
+        checked = re.findall(r"ex\.(\w+)\.check\((\w+)\)", source)
+        assert checked == [(stub.name, stub.name)], f"{path.name}: the cell checks the function it defines"
+        exercise = getattr(module, stub.name)
+        assert exercise.hints and exercise.reference
+        exec(source, ns)
+        assert "not attempted yet" in capsys.readouterr().out
+        solution = textwrap.dedent(inspect.getsource(exercise.reference)).replace(
+            f"def {exercise.reference.__name__}(", f"def {stub.name}(", 1)
+        lines = source.splitlines()
+        pasted = "\n".join(lines[:stub.lineno - 1] + [solution] + lines[stub.end_lineno:])
+        exec(pasted, ns)
+        out = capsys.readouterr().out
+        assert "correct on all" in out, f"{path.name}, {stub.name}: {out}"

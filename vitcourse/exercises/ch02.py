@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..nn.attention import causal_mask as _package_causal_mask, dot_product_attention
+from ..nn.attention import causal_mask as _package_causal_mask
 from ..nn.positional import sinusoidal_table
 from ._core import Case, Exercise, Mistake, seeded as _seeded
 
@@ -18,18 +18,26 @@ from ._core import Case, Exercise, Mistake, seeded as _seeded
 # ---- reference solutions -------------------------------------------------------------------------------
 def causal_mask_solution(n: int) -> torch.Tensor:
     """(n, n) bool, True where query i may attend to key j: j <= i (``vitcourse.nn.attention.causal_mask``)."""
-    return _package_causal_mask(n)
+    return torch.ones(n, n, dtype=torch.bool).tril()
 
 
 def scaled_dot_product_solution(q, k, v, mask=None):
     """softmax(q k^T / sqrt(d_k)) v with ``mask`` True where a query may attend (the package's and
     ``F.scaled_dot_product_attention``'s convention) -> (out, weights)."""
-    return dot_product_attention(q, k, v, mask=mask)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
 
 
 def sinusoidal_encoding_solution(num_positions: int, dim: int) -> torch.Tensor:
     """(num_positions, dim): PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))."""
-    return sinusoidal_table(num_positions, dim)
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)     # 1 / 10000^(2i/d)
+    table = torch.zeros(num_positions, dim, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return table.float()
 
 
 # ---- known mistakes ------------------------------------------------------------------------------------

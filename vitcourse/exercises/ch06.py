@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import torch
 
-from ..nn.slvit import DIAGONALS, shift_image, token_receptive_field as _package_field
+from ..nn.slvit import DIAGONALS, shift_image
 from ._core import Case, Exercise, Mistake
 
 
 # ---- reference solutions -------------------------------------------------------------------------------
 def token_receptive_field_solution(r_trans: int, j: int, k: int) -> int:
     """SL-ViT eq. 1: r_token = r_trans * j + (k - j), with j the tokenizer's stride and k its kernel."""
-    return _package_field(r_trans, kernel=k, stride=j)
+    return r_trans * j + (k - j)
 
 
 def spt_shifts_solution(images: torch.Tensor, shift: int) -> torch.Tensor:
     """SPT's input: (B, C, H, W) -> (B, 5C, H, W), the images and their four diagonal shifts by ``shift``
     pixels (left-up, right-up, left-down, right-down; zeros fill in), concatenated along the channels."""
-    return torch.cat([images] + [shift_image(images, dx * shift, dy * shift) for dx, dy in DIAGONALS], dim=1)
+    h, w = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (shift,) * 4)          # zeros around, then cut a shifted view
+    views = [padded[..., shift + dy * shift:shift + dy * shift + h, shift + dx * shift:shift + dx * shift + w]
+             for dx, dy in ((1, 1), (-1, 1), (1, -1), (-1, -1))]     # content moves left-up, right-up, ...
+    return torch.cat([images] + views, dim=1)
 
 
 def lsa_mask_solution(n: int) -> torch.Tensor:

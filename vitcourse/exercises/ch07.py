@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from ..models.swin import window_partition as _package_partition, window_reverse as _package_reverse
+from ..models.swin import window_partition as _package_partition
 from ._core import Case, Exercise, Mistake
 
 
@@ -16,12 +16,13 @@ from ._core import Case, Exercise, Mistake
 def window_partition_solution(x: torch.Tensor, window: int) -> torch.Tensor:
     """(B, H, W, C) -> (B * nW, M*M, C): non-overlapping M x M windows, row-major over the image and
     inside each window (``vitcourse.models.swin.window_partition``)."""
-    return _package_partition(x, window)
+    return rearrange(x, "b (nh m1) (nw m2) c -> (b nh nw) (m1 m2) c", m1=window, m2=window)
 
 
 def window_reverse_solution(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
     """The inverse of ``window_partition``: (B * nW, M*M, C) -> (B, H, W, C)."""
-    return _package_reverse(windows, window, h, w)
+    return rearrange(windows, "(b nh nw) (m1 m2) c -> b (nh m1) (nw m2) c", nh=h // window, nw=w // window,
+                     m1=window, m2=window)
 
 
 def w_msa_flops_solution(h: int, w: int, c: int, window: int) -> int:
