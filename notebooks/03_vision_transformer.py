@@ -969,6 +969,13 @@ def prepend_class_token(tokens, cls_token):
 
 ex.prepend_class_token.check(prepend_class_token)
 
+# %% tags=["exercise"]
+# A value this time: how many tokens (patches and class token) does ViT-B/16 process when it is
+# fine-tuned at 384 x 384 pixels (section 8), with its patch size unchanged? Work it out, then put it in.
+tokens_at_384 = None
+
+ex.tokens_at_384.check(tokens_at_384)
+
 # %% [markdown]
 # ## More exercises (experiments to run)
 #

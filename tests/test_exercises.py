@@ -18,9 +18,14 @@ ALL = [(m, ex) for m in MODULES for ex in importlib.import_module(f"vitcourse.ex
 IDS = [f"{m}.{ex.name}" for m, ex in ALL]
 
 
+def _answer(ex, fn):
+    """What a learner passes: the function, or its value for an exercise whose answer is a value."""
+    return fn() if ex.takes_value else fn
+
+
 @pytest.mark.parametrize("module,ex", ALL, ids=IDS)
 def test_reference_passes(module, ex, capsys):
-    assert ex.check(ex.reference) is True
+    assert ex.check(_answer(ex, ex.reference)) is True
     assert "correct on all" in capsys.readouterr().out
 
 
@@ -28,7 +33,7 @@ def test_reference_passes(module, ex, capsys):
 def test_every_known_mistake_fails_with_its_message(module, ex, capsys):
     assert ex.mistakes, f"{ex.name} needs at least one known wrong variant"
     for mistake in ex.mistakes:
-        assert ex.check(mistake.fn) is False
+        assert ex.check(_answer(ex, mistake.fn)) is False
         out = capsys.readouterr().out
         assert "known mistake" in out and mistake.message in out
         assert "on the case" in out                     # the failing case is named
@@ -39,7 +44,7 @@ def test_stub_is_not_attempted_and_hints_and_solution_exist(module, ex, capsys):
     def stub(*args):
         raise NotImplementedError
 
-    assert ex.check(stub) is False
+    assert ex.check(None if ex.takes_value else stub) is False
     assert "not attempted yet" in capsys.readouterr().out
     assert ex.hints
     for k in range(len(ex.hints) + 1):                  # one more call than there are hints: the last again
@@ -97,6 +102,15 @@ def test_tuples_integers_and_floats():
     assert compare(196, 196) is None and "expected 196" in compare(14, 196)
     assert "Python int" in compare(196.0, 196)
     assert compare(0.30000001, 0.3) is None and "expected 0.3" in compare(0.4, 0.3)
+
+
+def test_a_value_exercise_takes_the_value(capsys):
+    from vitcourse.exercises import ch03
+    assert ch03.tokens_at_384.check(577) is True
+    assert ch03.tokens_at_384.check(576) is False
+    assert "class token" in capsys.readouterr().out
+    assert ch03.tokens_at_384.check(576.0) is False
+    assert "should be a Python int" in capsys.readouterr().out
 
 
 def test_a_non_differentiable_answer_fails_the_gradient_check(capsys):
@@ -185,15 +199,19 @@ def test_notebook_exercise_cells_stub_then_pasted_solution(path, capsys):
     assert module.__name__ == f"vitcourse.exercises.ch{path.name[:2]}"
     for cell in tagged:
         source = _source(cell)
-        stub = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
+        stub = next(n for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.Assign)))
+        name = stub.name if isinstance(stub, ast.FunctionDef) else stub.targets[0].id
         checked = re.findall(r"ex\.(\w+)\.check\((\w+)\)", source)
-        assert checked == [(stub.name, stub.name)], f"{path.name}: the cell checks the function it defines"
-        exercise = getattr(module, stub.name)
+        assert checked == [(name, name)], f"{path.name}: the cell checks the function or value it defines"
+        exercise = getattr(module, name)
         assert exercise.hints and exercise.reference
         exec(source, ns)
         assert "not attempted yet" in capsys.readouterr().out
-        solution = textwrap.dedent(inspect.getsource(exercise.reference)).replace(
-            f"def {exercise.reference.__name__}(", f"def {stub.name}(", 1)
+        if exercise.takes_value:                        # the learner's value: the reference's, pasted in
+            solution = f"{name} = {exercise.reference()!r}"
+        else:
+            solution = textwrap.dedent(inspect.getsource(exercise.reference)).replace(
+                f"def {exercise.reference.__name__}(", f"def {name}(", 1)
         lines = source.splitlines()
         pasted = "\n".join(lines[:stub.lineno - 1] + [solution] + lines[stub.end_lineno:])
         exec(pasted, ns)

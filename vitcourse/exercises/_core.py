@@ -132,7 +132,8 @@ class Exercise:
 
     # ---- what the learner calls -------------------------------------------------------------------
     def check(self, answer: Any) -> bool:
-        """Run ``answer`` (a function with the reference's signature) on every case; print the verdict."""
+        """Run ``answer`` (a function with the reference's signature) on every case, or, for an exercise
+        whose answer is a value (a reference without arguments), compare it; print the verdict."""
         try:
             problem = self._first_problem(answer)
         except Exception as err:  # a bug in a case builder must not look like the learner's fault
@@ -159,8 +160,18 @@ class Exercise:
         print(textwrap.dedent(inspect.getsource(self.reference)))
 
     # ---- how it is judged -------------------------------------------------------------------------
+    @property
+    def takes_value(self) -> bool:
+        """True when the answer is a value, not a function (the reference takes no arguments)."""
+        return not inspect.signature(self.reference).parameters
+
     def _first_problem(self, answer) -> str | None:
-        if not callable(answer):
+        if self.takes_value:
+            if answer is None:
+                return "not attempted yet (the answer is still None): put your value in, then check again"
+            value = answer
+            answer = lambda: value  # noqa: E731 (the value, as the function of no arguments it answers)
+        elif not callable(answer):
             return f"pass your function itself (check({self.name})), not {type(answer).__name__} {answer!r:.60}"
         for case in self.cases:
             expected = self.reference(*case.make())

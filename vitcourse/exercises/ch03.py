@@ -28,6 +28,11 @@ def prepend_class_token_solution(tokens: torch.Tensor, cls_token: torch.Tensor) 
     return torch.cat([cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
 
 
+def tokens_at_384_solution() -> int:
+    """ViT-B/16 fine-tuned at 384 x 384 px (ViT section 3.2): (384 / 16)^2 = 576 patches, plus the class token."""
+    return (384 // 16) ** 2 + 1
+
+
 # ---- known mistakes ------------------------------------------------------------------------------------
 def _patches_per_side(image_size, patch_size):
     return image_size // patch_size
@@ -39,6 +44,10 @@ def _channels_first(images, patch_size):
 
 def _column_major(images, patch_size):
     return rearrange(images, "b c (h p1) (w p2) -> b (w h) (p1 p2 c)", p1=patch_size, p2=patch_size)
+
+
+def _no_class_token():
+    return (384 // 16) ** 2
 
 
 def _appended(tokens, cls_token):
@@ -90,4 +99,11 @@ prepend_class_token = Exercise(
                                  "head reads it.")],
     shape_formula="(B, N + 1, D)", grad=True)
 
-EXERCISES = [num_patches, patchify, prepend_class_token]
+tokens_at_384 = Exercise(
+    "tokens_at_384", tokens_at_384_solution,
+    cases=[Case("ViT-B/16 at 384 px", lambda: ())],
+    hints=["The patch size stays 16 when the resolution grows: count the patches of a 384 px side.",
+           "The Transformer's sequence also holds the class token."],
+    mistakes=[Mistake(_no_class_token, "that counts the patches only; the sequence also holds the class token.")])
+
+EXERCISES = [num_patches, patchify, prepend_class_token, tokens_at_384]
