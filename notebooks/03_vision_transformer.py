@@ -20,8 +20,8 @@
 # 3. Know the pieces: class token, learned position embedding, pre-LN encoder, classification head.
 # 4. Train a ViT from scratch and put chapter 00's ResNet beside it.
 # 5. Read the trained ViT: position-embedding similarity, mean attention distance per head,
-#    attention rollout, each judged by a statistic that was first tried on embeddings and heads whose
-#    answer is known.
+#    attention rollout; the position-embedding statistics first tried on embeddings whose answer is
+#    known.
 # 6. Change the resolution of a trained ViT by interpolating its position embedding, and measure ViT
 #    section 3.2's advice: fine-tune at a higher resolution than you pre-trained at.
 # 7. Say which inductive biases of a CNN (chapter 00) the ViT lacks, and see it in the numbers.
@@ -129,7 +129,8 @@ C, H, W = train_data.shape
 print(train_data, "\n", test_data)
 cfg = config_of(R.model, image_size=H, in_channels=C, num_classes=len(train_data.classes))
 fig = analysis.plot_patches(test_data.images[0], cfg.patch_size)
-fig.suptitle(f"{DATASET}: class '{test_data.classes[test_data.labels[0]]}'")
+fig.suptitle(f"{DATASET}: class '{test_data.classes[test_data.labels[0]]}'", y=1.03)
+plt.show()
 
 # %% [markdown]
 # ### How long is the sequence, and how big are the models?
@@ -160,8 +161,10 @@ print("* trained in the paper; the others are the same recipe at a patch size it
 assert dict((r[0], r[5]) for r in rows)["vit_base_patch16_224"] == 86_567_656
 
 # %% [markdown]
-# Almost all parameters are in the encoder: $12 D^2$ per layer (attention $4D^2$, MLP $8D^2$), while
-# the patch embedding has only $P^2 C D$ and the position embedding $(N+1) D$. The patch size
+# Almost all parameters are in the encoder: $(4 + 2r) D^2$ per layer, attention $4D^2$ (the query,
+# key, value and output matrices) and MLP $2rD^2$ with $r$ the MLP ratio. The paper's $r = 4$ gives
+# $12 D^2$; this chapter's small cpu model uses $r = 2$ ($8D^2$). The patch embedding has only
+# $P^2 C D$ and the position embedding $(N+1) D$. The patch size
 # changes the *compute* ($N$ tokens) far more than the parameter count.
 #
 # ## 2. The patch embedding, two ways
@@ -220,13 +223,15 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 # The recipe (kept small enough for a laptop CPU in the cpu profile): AdamW, a learning rate that
 # rises linearly for a warm-up and then decays to 0 along a half cosine, weight decay 0.05 on the
 # weight matrices only (not on the position embedding, class token, norms and biases), label
-# smoothing 0.1 (the target gives 0.9 to the true class and spreads 0.1 over all classes, so the model
+# smoothing 0.1 (the target spreads 0.1 over all 10 classes, so the true class gets 0.9 + 0.01 = 0.91
+# and every other 0.01, and the model
 # is not pushed towards infinite logits), gradient clipping at 1, and random translations of a
 # pixel or so as augmentation (`R.augment`). A ViT has to *learn* that a shifted image is the same
 # image (section 9): the translations show it. The whole data set sits in memory on the device
 # (`DeviceLoader`), and augmentation is batched there too. How the cpu profile's model (64 wide,
-# 4 layers, 16 epochs of about 35 s on a 2-core laptop) was chosen, and what wider models or
-# stronger shifts cost, is in `benchmarks/RESULTS.md` (`make bench-accuracy` times it).
+# 4 layers, 16 epochs, about 35 s each on a quiet 2-core laptop; this run's own time is printed) was
+# chosen, and what wider models or stronger shifts cost, is in `benchmarks/RESULTS.md`
+# (`make bench-accuracy` times it).
 #
 # This run (seed 0) is the model that sections 5-9 read. It is also chapter 06's starting point.
 
@@ -255,23 +260,28 @@ print(f"After {R.epochs} epochs: training-batch accuracy {history.last['train_ac
       f"{' (on augmented images)' if R.augment else ''}, test accuracy {test_acc:.4f}; the last epoch changed "
       f"test accuracy by {last_gain:+.4f}, at a learning rate the cosine schedule had brought down to "
       f"{(history['lr'][-2] if len(history.epochs) > 1 else R.lr):.1e}. Training-batch minus test accuracy is "
-      f"{fit_gap:+.4f}: " + ("the model under-fits (it would gain from more steps or more capacity), it does not "
-                             "over-fit." if fit_gap < 0.02 else "the model fits its training images better than "
-                             "the test images (over-fitting)."))
+      f"{fit_gap:+.4f}: " + ("no sign of over-fitting (the training accuracy is a running mean over augmented "
+                             "batches, so it is only a rough guide)." if fit_gap < 0.02 else
+                             "the model fits its training images better than the test images (over-fitting)."))
 
 # %% [markdown]
 # ### C3c: the course's accuracy target, over seeds
 #
-# C3c is **a course target, not a paper claim**: the cpu recipe was sized so that a laptop trains a
-# ViT to about 90% test accuracy on Fashion-MNIST in 10 minutes (gpu profile: 85% on CIFAR-10).
+# C3c is **a course target, not a paper claim**: the cpu recipe was chosen for a 10-minute training
+# budget on a 2-core laptop with 90% test accuracy on Fashion-MNIST as its target (gpu profile: 85%
+# on CIFAR-10). `benchmarks/RESULTS.md` records that the recipe search already fell short of it
+# (89.2%), so expect this verdict to be close.
 # One run is one draw: another initialisation and another order of the data give another accuracy.
 # So the same recipe is trained again with other seeds (`train_recipe` is the cell above in one
 # call, with its own checkpoint folder per seed), and the target is judged on the mean over seeds:
 # **C3c holds when the mean test accuracy is at least the target**, and the 95% interval of that
 # mean (Student's t over seeds) says whether the verdict could change with more seeds. With two
 # seeds the interval is wide (t = 12.7 for one degree of freedom): that is the honest size of
-# what two runs can tell. Nothing is chosen from these runs (no model selection), so no validation
-# split is needed, and every number is reported on the test split under its name. The analysis
+# what two runs can tell. Nothing in this chapter is chosen from these runs (no model selection), and
+# every number is reported on the test split under its name. (The recipe itself was chosen in
+# `benchmarks/RESULTS.md` by comparing test accuracy per epoch: a light use of the test split that a
+# larger study would make on a validation split held out from the training images, as chapter 04
+# does.) The analysis
 # sections read seed 0; where a statistic costs no training, seed 1's model is read too.
 
 # %%
@@ -304,6 +314,8 @@ R_CNN = recipe("resnet")
 cnn, cnn_history = train_recipe(R_CNN, train_data, test_data, name="00_resnet", progress=False, device=DEVICE)
 cnn.eval()
 cnn_seconds = sum(e["seconds"] for e in cnn_history.epochs)
+print("(MFLOPs: millions of floating-point operations per image, 2 per multiply-add; papers usually count "
+      "multiply-adds)")
 print(f"{'model':10s} {'parameters':>10s} {'MFLOPs/image':>12s} {'epochs':>6s} {'train min':>9s} {'test acc':>8s}")
 for name, net, hist, secs in (("ViT", model, history, train_seconds), (R_CNN.model, cnn, cnn_history, cnn_seconds)):
     print(f"{name:10s} {sum(p.numel() for p in net.parameters()):10,d} "
@@ -345,7 +357,8 @@ assert torch.allclose(rollout.sum(-1), torch.ones_like(rollout.sum(-1)), atol=1e
 maps = analysis.rollout_map(rollout, model).cpu()
 show = 8
 fig = analysis.plot_rollout(images[:show].cpu(), maps[:show], mean=mean, std=std,
-                            labels=[f"predicted: {test_data.classes[p]}" for p in predictions[:show]])
+                            labels=[f"{test_data.classes[t]}\npredicted: {test_data.classes[p]}"
+                                    for t, p in zip(analysis_data.labels[:show].tolist(), predictions[:show])])
 plt.show()
 
 # %% [markdown]
@@ -420,12 +433,15 @@ fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
 for ax, (name, s) in zip(axes, constructed_sim.items()):
     analysis.plot_position_similarity(s, title=f"constructed: {name}", ax=ax)
 fig.suptitle(f"What the statistics see on a {g}x{g} grid: embeddings whose answer is known")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
 # The sin-cos embedding has both structures; the row + column embedding has rows and columns but no
 # distance (its most similar patch is any row or column mate, rarely a neighbour); random vectors
-# have neither. The printed numbers show each statistic telling them apart. The last column is
+# have neither. (The sin-cos panel looks almost uniformly red: its slowly varying channels keep every
+# similarity between about 0.7 and 1. What the statistics read is the *order* of the similarities,
+# which a colour scale from -1 to 1 hides.) The printed numbers show each statistic telling them apart. The last column is
 # why we do not judge by the correlation of similarity with distance over all pairs: it has no
 # natural threshold, the pure row + column embedding (the very structure the claim names) gets only
 # a weak value, and a trained model's far pairs can be alike for a reason that is not position at
@@ -465,18 +481,24 @@ print(f"position embedding norm per patch: {init_pos_embed[0, 1:].norm(dim=-1).m
       f"{model.pos_embed.detach()[0, 1:].norm(dim=-1).mean().cpu():.2f} after training")
 
 # %% [markdown]
-# The figure shows the structure the numbers count: in most tiles the brightest cells sit next to
-# the tile's own patch. A second look, to see *which* structure was learned: the mean similarity
-# against distance on the grid (binned to whole patches; each point is labelled with the number of
-# patch pairs it averages, few at the largest distances, which only corners reach), and rows
-# against columns.
+# In the figure, high similarity is dark red, none is white (each tile's own patch, similarity 1, is
+# the darkest cell): the numbers count how often the next darkest cell of a tile is one of its
+# neighbours. A second look, to see *which* structure was learned: the mean similarity
+# against distance on the grid (binned to the nearest whole patch, so 1 and the diagonal 1.41 share
+# the first bin; each point is labelled with the number of ordered pairs it averages, every pair
+# counted from both ends, few at the largest distances, which only corners reach), and rows against
+# columns. The row/column share of C3a pools the two; the mean similarities below say which one
+# carries it.
 #
 # Why would far patches be alike at all (the curve's rise at the largest distances, if this run
 # shows one)? A second measurement: the data. A position embedding is learned from what appears at
 # that position, so two positions that usually see the same thing (both the garment, or both the
 # black background) get no reason to differ. On Fashion-MNIST we count, for every pair of patches,
 # how often in the training images both show the object or both show background, and correlate
-# that agreement with the embeddings' similarity, beside the correlation with distance.
+# that agreement with the embeddings' similarity, beside the correlation with distance. The same
+# agreement, read as if it were a similarity matrix, also says how much grid the garments' shapes
+# carry by themselves: its own grid-neighbour share is the level an embedding would reach by
+# copying which patches look alike.
 
 # %%
 structure = analysis.position_structure(sim)
@@ -517,9 +539,19 @@ if C == 1:
     print(f"{len(mostly_bg)} of {g * g} patches are background in more than 90% of training images, at (row, column) "
           f"{mostly_bg or 'none'}; background share per grid column, left to right: "
           + " ".join(f"{b:.2f}" for b in background.reshape(g, g).mean(0).tolist()))
-    print("So the similarity of a pair follows its content " + ("more" if abs(corr_content) > abs(corr_distance)
-                                                                else "less") + " than its distance: "
-          "the neighbour statistic, which looks only at each position's most similar one, is not swayed by it.")
+    content_share = analysis.grid_neighbour_share(agreement.reshape(g, g, g, g))
+    print("background share per grid row, top to bottom: "
+          + " ".join(f"{b:.2f}" for b in background.reshape(g, g).mean(1).tolist()))
+    print(f"Over all pairs, the similarity follows the content {'more' if abs(corr_content) > abs(corr_distance) else 'less'} "
+          f"than the distance. Where does a learned grid come from, then? From the images: neighbouring patches "
+          f"usually show the same thing. Read as if it were an embedding's similarity, the content agreement itself "
+          f"has a grid-neighbour share of {content_share:.2f} and a row/column share of "
+          f"{analysis.row_column_share(agreement.reshape(g, g, g, g)):.2f}; the trained embeddings have "
+          + ", ".join(f"{st['neighbour']:.2f}" for st in structures.values())
+          + (": more grid than the garments' shapes alone carry, so the model learned positions, not only "
+             "which patches look alike." if min(st["neighbour"] for st in structures.values()) > content_share else
+             ": no more grid than the garments' shapes already carry, so on this data the embedding's grid may be "
+             "the content's, not a learned sense of position."))
 
 # %% [markdown]
 # ## 7. Mean attention distance per head (ViT figure 7, right)
@@ -532,10 +564,12 @@ if C == 1:
 #
 # **Prediction, stated before the measurement**: Raghu et al. (2021) found that the local early heads
 # appear *only with large-scale pre-training*; ViTs trained on ImageNet alone have few of them. On
-# 60,000 small images, expect early heads that are alike and close to uniform, so C3b is likely
-# *not* to hold here. **C3b holds** when, in layers 1-2, the smallest mean attention distance of a
-# head is at most half the largest (a clearly local head beside a global one), for every trained
-# seed. The dashed line in the figure is uniform attention (every patch equally), which sets the
+# 60,000 small images, expect early heads whose mean distances are alike and close to uniform
+# attention's, so C3b is likely
+# *not* to hold here: the claim's regime, large-scale pre-training, is out of this course's reach,
+# and its verdict says "regime not reached". **C3b holds** when, in layers 1-2, the smallest mean
+# attention distance of a head is at most half the largest (a clearly local head beside a global
+# one), for every trained seed. The dashed line in the figure is uniform attention (every patch equally), which sets the
 # scale: a head at that line does not prefer near or far.
 #
 # The mean distance mixes two things: where a head looks and how spread its weights are (a head that
@@ -621,8 +655,8 @@ except ValueError as err:
 # paper pre-trains at 224 px and fine-tunes at 384, with the same patch size, so the sequence gets
 # longer). The claim compares two fine-tunings of *the same* pre-trained model: one above the
 # pre-training resolution, one at it. We pre-train the recipe's ViT at `LOW_SIZE` pixels (the
-# images shrunk; a grid of at least 5x5, since section 6 showed what a grid needs to hold 2-D
-# structure), then fine-tune it for `FT_EPOCHS` at the full size (position embedding interpolated)
+# images shrunk; a 5x5 grid, the smallest larger than the 4x4 that COURSE.md calls too small to
+# hold a 2-D structure), then fine-tune it for `FT_EPOCHS` at the full size (position embedding interpolated)
 # and, from the same weights with the same steps, learning rate and data order, at `LOW_SIZE`. Each
 # is tested at its own resolution on the same test images.
 #
@@ -744,7 +778,12 @@ print(f"Plainly: the {LOW_SIZE}-px model alone scores {acc['low']:.2%} for {cost
       f"native model's compute ({acc['low'] - acc['native']:+.2%} from it). Fine-tuning it at {H} px, above its "
       f"pre-training resolution, gives {acc['fine-tuned full']:.2%}; the same steps at {LOW_SIZE} px give "
       f"{acc['fine-tuned low']:.2%}. Run at {H} px with interpolated embeddings and no fine-tuning it has "
-      f"{acc['low at full, not fine-tuned']:.2%}: the fine-tuning is what adapts it to the new grid.")
+      f"{acc['low at full, not fine-tuned']:.2%}, so the move to the new grid costs "
+      f"{acc['low'] - acc['low at full, not fine-tuned']:.1%} at first and the fine-tuning wins back "
+      f"{acc['fine-tuned full'] - acc['low at full, not fine-tuned']:.1%} of it; "
+      + ("it ends above the model that stayed at its resolution." if acc["fine-tuned full"] > acc["fine-tuned low"]
+         else f"it has not caught up with the model that stayed at {LOW_SIZE} px "
+              f"({'the curve above is still rising' if not ft_regime.converged else 'and its curve has flattened'})."))
 
 # %% [markdown]
 # ### FixRes: testing above the training resolution (optional in the cpu profile)
@@ -754,11 +793,12 @@ print(f"Plainly: the {LOW_SIZE}-px model alone scores {acc['low']:.2%} for {cost
 # *larger* in training than in the full test image at the same size. Testing at a somewhat higher
 # resolution than training undoes the mismatch. We train at `LOW_SIZE` with RandomResizedCrop and
 # test at `LOW_SIZE` and above; the `LOW_SIZE` model of the cell above, trained as long with
-# translations only (no zoom), is the control. **FixRes holds** when testing one patch row larger is
-# at least **0.2 points** better than testing at the training size for the RandomResizedCrop model
-# (FixRes, table 1: +1 to +2 points for a ResNet-50). It trains one more model, which the cpu
-# profile leaves out to stay within its time: set `RUN_FIXRES = True` to run it (about 3 more
-# minutes on a 2-core laptop). (Upsampling the test images of a model trained without a zooming
+# translations only (no zoom), is the control. **FixRes holds** when testing one patch more per side
+# is at least **0.5 points** better than testing at the training size for the RandomResizedCrop model
+# (FixRes, table 1: +1 to +2 points for a ResNet-50 tested above its training size; half the
+# smallest, as for ViT 3.2, for which the same table is only a borrowed scale). It trains one more model, which the cpu
+# profile leaves out to stay within its time: set `RUN_FIXRES = True` to run it (one more
+# pre-training run, as long as the one above). (Upsampling the test images of a model trained without a zooming
 # crop would only blur each patch: that creates the mismatch FixRes removes.)
 #
 # A higher test resolution does two things to a ViT: it makes the object larger in pixels (what
@@ -866,10 +906,14 @@ plt.show()
 # ### On shifted images, against the ResNet
 #
 # Shift the test images by 1 to 4 pixels (the object moves right, black fills in). A convolution is
-# equivariant to such shifts by construction, and the ResNet's global average pool makes its output
+# equivariant to such shifts by construction (nearly, in a ResNet: its stride-2 stages and zero
+# padding break it a little), and the ResNet's global average pool makes its output
 # nearly invariant; the ViT only knows the shifts it was shown. The two were not shown the same
 # shifts: each keeps its own chapter's recipe (printed below), so the plot marks both training
-# ranges, and a difference inside the ViT's range cannot be put down to the training shifts.
+# ranges, and a difference inside the ViT's range cannot be put down to the training shifts. With
+# 4-pixel patches, a shift of 4 pixels moves every patch's content exactly one patch over: the
+# patches the ViT sees are the same as before, and only the position embedding each one meets has
+# changed (section 6).
 
 # %%
 def shifted(data, k):
@@ -903,7 +947,7 @@ print(f"From 0 to {SHIFTS[-1]} px (a shift of {SHIFTS[-1] / cfg.patch_size:g} pa
       f"{' with flips' if R_CNN.augment.get('flip') else ''}.")
 
 # %% [markdown]
-# The price of learning the inductive bias from data is paid once, in pre-training. The ViT paper's
+# The price of learning the inductive bias from data is paid in data, once, in pre-training. The ViT paper's
 # transfer table (source 003, table 2) shows the other side: with enough data (JFT-300M), ViT-H/14
 # reaches 88.55% on ImageNet and 99.50% on CIFAR-10 for **2.5k TPUv3-core-days** of pre-training,
 # against BiT-L (a ResNet-152x4) at 87.54% and 99.37% for **9.9k**: about a quarter of the compute for
@@ -919,11 +963,16 @@ print(f"From 0 to {SHIFTS[-1]} px (a shift of {SHIFTS[-1] / cfg.patch_size:g} pa
 # head distance at most half the largest, for every trained seed; C3c (section 4, a course target) the
 # mean test accuracy over seeds at the target; ViT 3.2 (section 8) the higher-resolution fine-tuning
 # at least 0.5 points better, its per-image 95% interval above 0; FixRes (section 8, when run) one
-# patch row more at test at least 0.2 points better.
+# patch more per side at test at least 0.5 points better.
 
 # %%
 def passes_c3a(st):
     return st["neighbour"] >= T_NEIGHBOUR and st["row_column"] > T_ROW_COLUMN
+
+
+def passes_either(st):
+    """True when an embedding passes at least one of the two statistics (the initial one must pass neither)."""
+    return st["neighbour"] >= T_NEIGHBOUR or st["row_column"] > T_ROW_COLUMN
 
 
 claims = Claims("03_vision_transformer")
@@ -933,14 +982,17 @@ claims.add("C3a", "learned position embeddings show 2-D row/column structure",
                      f"{null['grid_neighbour_share'].mean():.2f}); row/column share "
                      + ", ".join(f"{st['row_column']:.2f}" for st in structures.values())
                      + f" (needs > {T_ROW_COLUMN:.2f}, chance {null['row_column_share'].mean():.2f}); at "
-                     f"initialisation {structure_init['neighbour']:.2f} and {structure_init['row_column']:.2f}"),
-           holds=all(passes_c3a(st) for st in structures.values()) and not passes_c3a(structure_init))
+                     f"initialisation {structure_init['neighbour']:.2f} and {structure_init['row_column']:.2f}. Seed 0's "
+                     f"mean similarity: same row {structure['same_row']:+.2f}, same column {structure['same_column']:+.2f}, "
+                     f"elsewhere {structure['elsewhere']:+.2f}"),
+           holds=all(passes_c3a(st) for st in structures.values()) and not passes_either(structure_init))
 claims.add("C3b", "early layers mix local and global heads",
-           measured="; ".join(f"seed {seed}: layers 1-2 heads {d[:2].min():.1f} to {d[:2].max():.1f} px"
-                              for seed, d in distances.items())
+           measured=f"regime not reached (the paper's local early heads come with large-scale pre-training, Raghu et "
+                    f"al. 2021; this is {len(train_data):,} {DATASET} images): "
+                    + "; ".join(f"seed {seed}: layers 1-2 heads {d[:2].min():.1f} to {d[:2].max():.1f} px"
+                                for seed, d in distances.items())
                     + f" (needs smallest <= 0.5 x largest; uniform attention {uniform:.1f} px); seed 0 weight-distance "
-                      f"correlation {corr[:2].min():+.2f} to {corr[:2].max():+.2f}. Raghu et al. predict this NO "
-                      "without large-scale pre-training",
+                      f"correlation {corr[:2].min():+.2f} to {corr[:2].max():+.2f}",
            holds=all(d[:2].min() <= 0.5 * d[:2].max() for d in distances.values()))
 if TARGET_ACC is not None:
     interval = (f"95% interval {mean_acc - to_target.half_width:.2%} to {mean_acc + to_target.half_width:.2%}"
@@ -961,9 +1013,9 @@ claims.add("ViT 3.2", "fine-tuning at a higher resolution than pre-training beat
 if fixres is not None and len(TEST_SIZES) > 1:
     claims.add("FixRes", "after RandomResizedCrop training, a test resolution above the training one is better",
                measured=(f"trained at {LOW_SIZE} px: tested at {LOW_SIZE} px {fixres['RandomResizedCrop'][0]:.2%}, "
-                         f"at {TEST_SIZES[1]} px {fixres['RandomResizedCrop'][1]:.2%} ({zoom_gain:+.2%}, needs >= +0.20%; "
+                         f"at {TEST_SIZES[1]} px {fixres['RandomResizedCrop'][1]:.2%} ({zoom_gain:+.2%}, needs >= +0.50%; "
                          f"control without zoom {plain_gain:+.2%})"),
-               holds=zoom_gain >= 0.002)
+               holds=zoom_gain >= 0.005)
 else:
     print("FixRes: not run in this profile (RUN_FIXRES = False in section 8), so not judged.")
 claims.show()
