@@ -962,7 +962,7 @@ ex.smoothed_targets.check(smoothed_targets)
 # %% tags=["exercise"]
 def paired_difference(a, b):
     """Two lists of accuracies over the same seeds -> (mean of a - b, half-width of its 95%
-    interval), as `vitcourse.claims.paired` reports them."""
+    interval), as `vitcourse.claims.paired` reports them (Student's t: `vitcourse.claims.t_critical`)."""
     raise NotImplementedError("write paired_difference, then run this cell")
 
 

@@ -590,7 +590,7 @@ ex.soft_distillation.check(soft_distillation)
 # %% tags=["exercise"]
 def hard_distillation(class_logits, dist_logits, teacher_logits, targets):
     """DeiT eq. 3: 1/2 CE(class head, true labels) + 1/2 CE(distillation head, the teacher's hard
-    decisions)."""
+    decisions). Logits (B, K) each, targets (B,) class indices; a scalar tensor."""
     raise NotImplementedError("write hard_distillation, then run this cell")
 
 

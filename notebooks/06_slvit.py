@@ -78,7 +78,7 @@ from vitcourse import analysis, budget
 from vitcourse import data as D
 from vitcourse.checkpoint import load_checkpoint, save_checkpoint
 from vitcourse.claims import Claims, paired, regime
-from vitcourse.nn import LocalitySelfAttention, ShiftedPatchTokenization, receptive_field, token_receptive_field
+from vitcourse.nn import LocalitySelfAttention, ShiftedPatchTokenization, receptive_field, slvit
 from vitcourse.nn.slvit import DIAGONALS, shift_image
 from vitcourse.models.vit import config_of
 from vitcourse.recipes import recipe, recipe_run_dir, train_for_steps, train_recipe
@@ -140,9 +140,10 @@ resnet50 = [(7, 2), (3, 2)]                                       # stem convolu
 for blocks, stride in ((3, 1), (4, 2), (6, 2), (3, 2)):
     for b in range(blocks):                                       # bottleneck: 1x1 (stride), 3x3, 1x1
         resnet50 += [(1, stride if b == 0 else 1), (3, 1), (1, 1)]
-fields = {"ViT-B/16 patch token": token_receptive_field(1, 16, 16), "SPT token, P = 16": token_receptive_field(1, 32, 16),
-          f"this chapter's ViT token, P = {P}": token_receptive_field(1, P, P),
-          f"this chapter's SPT token, P = {P}": token_receptive_field(1, P + 2 * (P // 2), P),
+fields = {"ViT-B/16 patch token": slvit.token_receptive_field(1, 16, 16),
+          "SPT token, P = 16": slvit.token_receptive_field(1, 32, 16),
+          f"this chapter's ViT token, P = {P}": slvit.token_receptive_field(1, P, P),
+          f"this chapter's SPT token, P = {P}": slvit.token_receptive_field(1, P + 2 * (P // 2), P),
           "ResNet-50, last stage": receptive_field(resnet50)}
 for name, rf in fields.items():
     print(f"{name:34s} {rf:4d} pixels")
@@ -631,7 +632,8 @@ ex.token_receptive_field.check(token_receptive_field)
 # %% tags=["exercise"]
 def spt_shifts(images, shift):
     """SPT's input: (B, C, H, W) -> (B, 5C, H, W), the images and their four diagonal shifts by
-    `shift` pixels (left-up, right-up, left-down, right-down, zeros filling in), along the channels."""
+    `shift` pixels along the channels, in this order: the content moved left and up, right and up,
+    left and down, right and down (zeros fill in where it left)."""
     raise NotImplementedError("write spt_shifts, then run this cell")
 
 

@@ -46,27 +46,35 @@ def seeded(*shape, seed: int) -> torch.Tensor:
 
 
 def _shape(x) -> str:
-    return "(" + ", ".join(str(s) for s in x.shape) + ")"
+    return str(tuple(x.shape))
+
+
+def _a(name: str) -> str:
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
+QUERY_KEY = ("query", "key", "True means the query may attend to the key")
 
 
 def compare(got, expected, *, atol: float = 1e-5, rtol: float = 1e-4, shape_formula: str = "",
-            what: str = "the answer") -> str | None:
+            what: str = "the answer", mask_words: tuple = QUERY_KEY) -> str | None:
     """None when ``got`` matches ``expected``; otherwise one paragraph on the first difference: type,
-    then dtype and shape, then the values (masks: the first wrong (query, key) pair)."""
+    then dtype and shape, then the values (masks: the first wrong entry, named by ``mask_words``: what
+    its rows and columns are, and what True means)."""
     if isinstance(expected, tuple):
         if not isinstance(got, tuple) or len(got) != len(expected):
             n = len(got) if isinstance(got, tuple) else None
             return (f"{what} should be a tuple of {len(expected)} values, got "
-                    + (f"a tuple of {n}" if n is not None else f"a {type(got).__name__}"))
+                    + (f"a tuple of {n}" if n is not None else _a(type(got).__name__)))
         for i, (g, e) in enumerate(zip(got, expected)):
-            problem = compare(g, e, atol=atol, rtol=rtol, what=f"output {i}",
+            problem = compare(g, e, atol=atol, rtol=rtol, what=f"output {i}", mask_words=mask_words,
                               shape_formula=shape_formula.split(";")[i].strip() if ";" in shape_formula else "")
             if problem:
                 return problem
         return None
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
-            return f"{what} should be a torch.Tensor of shape {_shape(expected)}, got a {type(got).__name__}"
+            return f"{what} should be a torch.Tensor of shape {_shape(expected)}, got {_a(type(got).__name__)}"
         if got.shape != expected.shape:
             formula = f" = {shape_formula}" if shape_formula else ""
             return f"{what} has shape {_shape(got)}; expected {_shape(expected)}{formula}"
@@ -76,11 +84,10 @@ def compare(got, expected, *, atol: float = 1e-5, rtol: float = 1e-4, shape_form
             wrong = (got != expected).nonzero()
             if len(wrong):
                 idx = tuple(wrong[0].tolist())
-                allows = "allows" if bool(got[idx]) else "blocks"
-                where = f"(query {idx[-2]}, key {idx[-1]})" if len(idx) >= 2 else str(idx)
-                return (f"{what}: {len(wrong)} of {expected.numel()} entries are wrong; the first is {where}, which "
-                        f"your mask {allows} and the answer {'blocks' if allows == 'allows' else 'allows'} "
-                        "(True means the query may attend to the key)")
+                row, col, meaning = mask_words
+                where = f"({row} {idx[-2]}, {col} {idx[-1]})" if len(idx) >= 2 else str(idx)
+                return (f"{what}: {len(wrong)} of {expected.numel()} entries are wrong; the first is {where}, where "
+                        f"your mask says {bool(got[idx])} and the answer {bool(expected[idx])} ({meaning})")
             return None
         if got.dtype != expected.dtype:
             return f"{what} has dtype {got.dtype}; expected {expected.dtype}"
@@ -97,7 +104,7 @@ def compare(got, expected, *, atol: float = 1e-5, rtol: float = 1e-4, shape_form
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
         if type(got) is not type(expected):
-            return f"{what} should be a Python {type(expected).__name__}, got {type(got).__name__} {got!r}"
+            return f"{what} should be a Python {type(expected).__name__}, got {_a(type(got).__name__)}: {got!r}"
         return None if got == expected else f"{what} is {got!r}; expected {expected!r}"
     if isinstance(expected, float):
         if isinstance(got, torch.Tensor) and got.numel() == 1:
@@ -109,6 +116,11 @@ def compare(got, expected, *, atol: float = 1e-5, rtol: float = 1e-4, shape_form
     return None if got == expected else f"{what} is {got!r}; expected {expected!r}"
 
 
+def _in_place(err: Exception) -> bool:
+    text = str(err)
+    return "in-place" in text or "leaf Variable" in text or "modified by an inplace" in text
+
+
 def _clone(args: tuple) -> tuple:
     return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
 
@@ -118,7 +130,9 @@ class Exercise:
     """A checked exercise. ``reference`` is the solution (its source is what ``solution()`` prints),
     ``cases`` the inputs it is checked on, ``hints`` shown one per ``hint()`` call, ``mistakes`` the
     known wrong answers with their messages. ``grad=True`` also compares the gradients with respect to
-    every floating-point input tensor (for an answer that must be differentiable)."""
+    the floating-point input tensors (for an answer that must be differentiable), or only those named in
+    ``grad_args`` (e.g. not a teacher's logits, which need none). ``mask_words`` names a boolean mask's
+    rows, columns and the meaning of True in feedback."""
     name: str
     reference: Callable
     cases: list[Case]
@@ -128,6 +142,8 @@ class Exercise:
     atol: float = 1e-5
     rtol: float = 1e-4
     grad: bool = False
+    grad_args: tuple = ()
+    mask_words: tuple = QUERY_KEY
     _hints_shown: int = 0
 
     # ---- what the learner calls -------------------------------------------------------------------
@@ -140,7 +156,7 @@ class Exercise:
             print(f"{self.name}: the checker itself failed ({type(err).__name__}: {err}); please report it")
             return False
         if problem is None:
-            print(f"{self.name}: correct on all {len(self.cases)} cases"
+            print(f"{self.name}: correct" + ("" if self.takes_value else f" on all {len(self.cases)} cases")
                   + (" (values and gradients)" if self.grad else ""))
             return True
         print(f"{self.name}: {problem}")
@@ -169,10 +185,9 @@ class Exercise:
         if self.takes_value:
             if answer is None:
                 return "not attempted yet (the answer is still None): put your value in, then check again"
-            value = answer
-            answer = lambda: value  # noqa: E731 (the value, as the function of no arguments it answers)
-        elif not callable(answer):
-            return f"pass your function itself (check({self.name})), not {type(answer).__name__} {answer!r:.60}"
+            return self._value_problem(answer)
+        if not callable(answer):
+            return f"pass your function itself (check({self.name})), not {type(answer).__name__} {str(answer)[:60]}"
         for case in self.cases:
             expected = self.reference(*case.make())
             args = case.make()
@@ -181,17 +196,37 @@ class Exercise:
             except NotImplementedError:
                 return "not attempted yet (the stub still raises NotImplementedError): write the function, then check again"
             except Exception as err:
+                if _in_place(err):
+                    return (f"on the case {case.describe}, your function changes a tensor in place ({err}); use the "
+                            "out-of-place form (e.g. masked_fill, not masked_fill_) on the inputs")
                 return (f"on the case {case.describe}, your function raised {type(err).__name__}: {err}"
-                        + self._mistake_note(err, case))
-            problem = compare(got, expected, atol=self.atol, rtol=self.rtol, shape_formula=self.shape_formula)
-            if problem is None and self.grad:
-                problem = self._gradient_problem(answer, case)
+                        + self._mistake_note(err, case, expected))
+            problem = compare(got, expected, atol=self.atol, rtol=self.rtol, shape_formula=self.shape_formula,
+                              mask_words=self.mask_words)
             if problem is not None:
-                return f"on the case {case.describe}, {problem}" + self._mistake_note(got, case)
+                return f"on the case {case.describe}, {problem}" + self._mistake_note(got, case, expected)
+            if self.grad:                    # right values: a gradient problem has no known-mistake note
+                problem = self._gradient_problem(answer, case)
+                if problem is not None:
+                    return f"on the case {case.describe}, the values are right but {problem}"
         return None
 
-    def _mistake_note(self, got, case: Case) -> str:
-        """The message of the known mistake that gives the same answer (or raises the same error)."""
+    def _value_problem(self, value) -> str | None:
+        """A value answer: right or not, without giving the expected value away."""
+        expected = self.reference()
+        problem = compare(value, expected, atol=self.atol, rtol=self.rtol)
+        if problem is None:
+            return None
+        if type(value) is not type(expected) and not isinstance(value, torch.Tensor):
+            return problem                                   # a wrong type: saying so gives nothing away
+        hint = ""
+        if isinstance(value, (int, float)) and isinstance(expected, (int, float)):
+            hint = " (too small)" if value < expected else " (too large)"
+        return f"{value!r} is not right yet{hint}" + self._mistake_note(value, Case("the value", lambda: ()), expected)
+
+    def _mistake_note(self, got, case: Case, expected) -> str:
+        """The message of the known mistake that gives the same answer (or raises the same error). A
+        mistake that equals the reference on this case cannot explain a difference, so it is skipped."""
         for mistake in self.mistakes:
             try:
                 known = mistake.fn(*case.make())
@@ -199,30 +234,40 @@ class Exercise:
                 if isinstance(got, Exception) and type(got) is type(err) and str(got) == str(err):
                     return f". This looks like a known mistake: {mistake.message}"
                 continue
-            if not isinstance(got, Exception) and compare(got, known, atol=self.atol, rtol=self.rtol) is None:
+            if isinstance(got, Exception) or compare(known, expected, atol=self.atol, rtol=self.rtol) is None:
+                continue
+            if compare(got, known, atol=self.atol, rtol=self.rtol) is None:
                 return f". This looks like a known mistake: {mistake.message}"
         return ""
 
     def _gradient_problem(self, answer, case: Case) -> str | None:
+        names = list(inspect.signature(self.reference).parameters)
+        wanted = set(self.grad_args) or set(names)
+
         def grads(fn):
-            args = [a.clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                    for a in case.make()]
+            args = [a.clone().requires_grad_(True)
+                    if isinstance(a, torch.Tensor) and a.is_floating_point() and names[i] in wanted else a
+                    for i, a in enumerate(case.make())]
             out = fn(*args)
             outs = out if isinstance(out, tuple) else (out,)
             weight = torch.Generator().manual_seed(0)
             loss = sum((o * torch.randn(o.shape, generator=weight, dtype=o.dtype)).sum()
                        for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point())
-            inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-            return torch.autograd.grad(loss, inputs, allow_unused=True)
+            inputs = [(names[i], a) for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+            return [n for n, _ in inputs], torch.autograd.grad(loss, [a for _, a in inputs], allow_unused=True)
         try:
-            got = grads(answer)
+            got_names, got = grads(answer)
         except RuntimeError as err:
-            return f"its gradient could not be computed ({err}); use differentiable torch operations only"
-        for i, (g, e) in enumerate(zip(got, grads(self.reference))):
+            if _in_place(err):
+                return f"it changes an input in place ({err}); use the out-of-place form (e.g. masked_fill)"
+            return (f"no gradient can flow through it ({err}): keep the computation in torch, without .detach(), "
+                    "torch.no_grad() or a trip through numpy")
+        expected_names, expected = grads(self.reference)
+        for name, g, e in zip(expected_names, got, expected):
             if g is None and e is not None:
-                return f"the output does not depend on input {i} (no gradient), but it should"
+                return f"no gradient reaches `{name}` (is it detached, or not used?), and it should"
             if e is not None:
-                problem = compare(g, e, atol=self.atol * 10, rtol=self.rtol * 10, what=f"the gradient for input {i}")
+                problem = compare(g, e, atol=self.atol * 10, rtol=self.rtol * 10, what=f"the gradient for `{name}`")
                 if problem:
                     return problem
         return None

@@ -53,6 +53,10 @@ def _less_or_equal(lengths, max_len):
     return torch.arange(max_len)[None, :] <= lengths[:, None]
 
 
+def _inverted_padding(lengths, max_len):
+    return torch.arange(max_len)[None, :] >= lengths[:, None]
+
+
 def _zeroed_after(scores, mask):
     return torch.softmax(scores, dim=-1) * mask
 
@@ -90,8 +94,10 @@ padding_mask = Exercise(
     cases=[_lengths_case(*c) for c in (([3, 1, 4], 4), ([1], 1), ([2, 5], 6))],
     hints=["Compare the positions 0 .. max_len - 1 with each length, broadcasting (1, max_len) against (B, 1)."],
     mistakes=[Mistake(_less_or_equal, "position == length is already padding: a sequence of length L has "
-                                      "positions 0 .. L - 1, so use <.")],
-    shape_formula="(B, max_len)")
+                                      "positions 0 .. L - 1, so use <."),
+              Mistake(_inverted_padding, "the mask is inverted: True marks the real tokens (position < length), "
+                                         "False the padding.")],
+    shape_formula="(B, max_len)", mask_words=("sequence", "position", "True marks a real token, False padding"))
 
 masked_softmax = Exercise(
     "masked_softmax", masked_softmax_solution,

@@ -61,6 +61,10 @@ def _unscaled(q, k, v, mask=None):
     return _attend(q, k, v, mask, 1.0)
 
 
+def _over_d_k(q, k, v, mask=None):
+    return _attend(q, k, v, mask, 1 / q.shape[-1])
+
+
 def _wrong_axis(q, k, v, mask=None):
     return _attend(q, k, v, mask, 1 / math.sqrt(q.shape[-1]), dim=-2)
 
@@ -72,6 +76,11 @@ def _inverted_mask(q, k, v, mask=None):
 def _sin_cos_swapped(num_positions, dim):
     table = sinusoidal_table(num_positions, dim)
     return torch.stack([table[:, 1::2], table[:, 0::2]], dim=-1).reshape(num_positions, dim)
+
+
+def _halves(num_positions, dim):
+    table = sinusoidal_table(num_positions, dim)
+    return torch.cat([table[:, 0::2], table[:, 1::2]], dim=-1)
 
 
 def _exponent_i(num_positions, dim):
@@ -114,6 +123,8 @@ scaled_dot_product = Exercise(
            "The softmax runs over the keys, the last dimension: each query's weights sum to 1."],
     mistakes=[Mistake(_unscaled, "the 1/sqrt(d_k) scale is missing: without it the scores grow with d_k and the "
                                  "softmax saturates."),
+              Mistake(_over_d_k, "the scores are divided by d_k; the scale is 1/sqrt(d_k), which keeps the scores' "
+                                 "variance near 1 when q and k have unit variance."),
               Mistake(_wrong_axis, "the softmax runs over the queries (dim -2): each query's weights must sum to 1 "
                                    "over the keys (dim -1)."),
               Mistake(_inverted_mask, "the mask is inverted: True means 'may attend', so fill the scores where "
@@ -127,6 +138,8 @@ sinusoidal_encoding = Exercise(
            "Even channels hold the sine, odd channels the cosine."],
     mistakes=[Mistake(_sin_cos_swapped, "sine and cosine are swapped: PE(pos, 2i) is the sine, PE(pos, 2i + 1) the "
                                         "cosine."),
+              Mistake(_halves, "all the sines come first and then all the cosines; the table interleaves them: "
+                               "channel 2i holds the sine and channel 2i + 1 the cosine of the same frequency."),
               Mistake(_exponent_i, "the exponent uses i instead of 2i: the frequency of pair i is 1 / 10000^(2i/d).")],
     shape_formula="(num_positions, dim)", atol=1e-4)
 

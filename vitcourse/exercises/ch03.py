@@ -50,6 +50,10 @@ def _no_class_token():
     return (384 // 16) ** 2
 
 
+def _not_expanded(tokens, cls_token):
+    return torch.cat([cls_token, tokens], dim=1)
+
+
 def _appended(tokens, cls_token):
     return torch.cat([tokens, cls_token.expand(tokens.shape[0], -1, -1)], dim=1)
 
@@ -59,8 +63,8 @@ def _size_case(s, p):
     return Case(f"image_size={s}, patch_size={p}", lambda: (s, p))
 
 
-def _image_case(b, c, h, p, seed):
-    return Case(f"{b} image(s) of {c}x{h}x{h}, patch_size={p}", lambda: (_seeded(b, c, h, h, seed=seed), p))
+def _image_case(b, c, h, w, p, seed):
+    return Case(f"{b} image(s) of {c}x{h}x{w}, patch_size={p}", lambda: (_seeded(b, c, h, w, seed=seed), p))
 
 
 def _token_case(b, n, d):
@@ -77,15 +81,16 @@ num_patches = Exercise(
 
 patchify = Exercise(
     "patchify", patchify_solution,
-    cases=[_image_case(b, c, h, p, seed) for seed, (b, c, h, p) in
-           enumerate(((2, 3, 8, 4), (1, 1, 28, 4), (3, 3, 32, 8), (2, 2, 12, 3)))],
+    cases=[_image_case(*size, seed=seed) for seed, size in
+           enumerate(((2, 3, 8, 8, 4), (1, 1, 28, 28, 4), (3, 3, 32, 32, 8), (2, 3, 8, 12, 4), (2, 2, 12, 6, 3)))],
     hints=["Cut H into (H/P) rows of P pixels and W into (W/P) columns: einops' rearrange with "
            "'b c (h p1) (w p2) -> ...' names those pieces.",
            "Patches go top-left to bottom-right, row by row: the patch index is (h w), rows outer.",
            "Inside a patch the order is pixel row, pixel column, then channel: (p1 p2 c)."],
-    mistakes=[Mistake(_channels_first, "each patch is flattened channel first (c p1 p2); the course (like timm's "
-                                       "and torchvision's conv weights flattened for a linear layer) puts the "
-                                       "channels last: (p1 p2 c)."),
+    mistakes=[Mistake(_channels_first, "each patch is flattened channel first (c p1 p2); the course, like the original "
+                                       "JAX ViT and vit-pytorch, puts the channels last: (p1 p2 c). (PyTorch's "
+                                       "conv weights flatten channel first, which is why "
+                                       "LinearPatchEmbedding.from_conv rearranges them.)"),
               Mistake(_column_major, "the patches are in column-major order (w h): the sequence must go along the "
                                      "first row of patches first, (h w).")],
     shape_formula="(B, (H/P) * (W/P), P * P * C)")
@@ -96,7 +101,9 @@ prepend_class_token = Exercise(
     hints=["The class token is one vector shared by every image: expand it to the batch first.",
            "torch.cat along the token dimension (dim=1), the class token in front."],
     mistakes=[Mistake(_appended, "the class token is at the end; eq. 1 puts x_class first (index 0), where the "
-                                 "head reads it.")],
+                                 "head reads it."),
+              Mistake(_not_expanded, "the (1, 1, D) class token must be copied for every image of the batch first: "
+                                     "cls_token.expand(B, -1, -1), then concatenate.")],
     shape_formula="(B, N + 1, D)", grad=True)
 
 tokens_at_384 = Exercise(

@@ -54,6 +54,11 @@ def _normal_quantile(a, b):
     return d.mean().item(), 1.96 * (d.std() / len(d) ** 0.5).item()
 
 
+def _population_sd(a, b):
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    return d.mean().item(), t_critical(len(d) - 1) * (d.std(correction=0) / len(d) ** 0.5).item()
+
+
 def _unpaired(a, b):
     a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
     se = (a.var() / len(a) + b.var() / len(b)) ** 0.5
@@ -105,7 +110,9 @@ paired_difference = Exercise(
     mistakes=[Mistake(_normal_quantile, "1.96 is the normal distribution's value; with n seeds the noise estimate is "
                                         "itself noisy and 95% needs t_critical(n - 1) (4.30 for 3 seeds)."),
               Mistake(_unpaired, "that is the unpaired standard error (each arm's variance): seed i of both arms "
-                                 "shares its initial weights, so use the spread of the differences.")],
-    atol=1e-6, rtol=1e-6)
+                                 "shares its initial weights, so use the spread of the differences."),
+              Mistake(_population_sd, "the standard deviation divides by n; the sample standard deviation of n "
+                                      "differences divides by n - 1 (one degree of freedom goes to their mean).")],
+    atol=1e-6, rtol=1e-3)   # 1e-3: the exact t quantile (4.30265 for 2 dof) passes as well as the table's 4.303
 
 EXERCISES = [mixup, smoothed_targets, paired_difference]

@@ -46,6 +46,11 @@ def _summed_over_batch(student_logits, teacher_logits, tau):
     return tau ** 2 * _soft_kl(student_logits, teacher_logits, tau) * student_logits.shape[0]
 
 
+def _kl_mean(student_logits, teacher_logits, tau):
+    # F.kl_div's default reduction="mean" averages over every element: the batch mean divided by K
+    return tau ** 2 * _soft_kl(student_logits, teacher_logits, tau) / student_logits.shape[-1]
+
+
 def _heads_swapped(class_logits, dist_logits, teacher_logits, targets):
     return 0.5 * F.cross_entropy(dist_logits, targets) + 0.5 * F.cross_entropy(class_logits, teacher_logits.argmax(-1))
 
@@ -56,6 +61,14 @@ def _teacher_soft(class_logits, dist_logits, teacher_logits, targets):
 
 def _mean_logits(class_logits, dist_logits):
     return ((class_logits + dist_logits) / 2).softmax(-1)
+
+
+def _logit_average(class_logits, dist_logits):
+    return (class_logits + dist_logits) / 2
+
+
+def _softmax_sum(class_logits, dist_logits):
+    return class_logits.softmax(-1) + dist_logits.softmax(-1)
 
 
 
@@ -83,8 +96,10 @@ soft_distillation = Exercise(
                                        "by 1/tau^2, and DeiT (after Hinton et al.) multiplies it back."),
               Mistake(_reversed_kl, "the KL runs the wrong way: it is KL(teacher || student), the teacher's "
                                     "distribution as the target."),
-              Mistake(_summed_over_batch, "the KL is summed over the batch; average it (reduction='batchmean').")],
-    grad=True)
+              Mistake(_summed_over_batch, "the KL is summed over the batch; average it (reduction='batchmean')."),
+              Mistake(_kl_mean, "F.kl_div's default reduction='mean' averages over classes too (it divides by K): "
+                                "use reduction='batchmean', the KL per image averaged over the batch.")],
+    grad=True, grad_args=("student_logits",))
 
 hard_distillation = Exercise(
     "hard_distillation", hard_distillation_solution,
@@ -95,14 +110,20 @@ hard_distillation = Exercise(
                                       "head the teacher's decision."),
               Mistake(_teacher_soft, "that uses the teacher's probabilities (soft distillation's target); hard "
                                      "distillation takes its argmax.")],
-    grad=True)
+    grad=True, grad_args=("class_logits", "dist_logits"))
 
 late_fusion = Exercise(
     "late_fusion", late_fusion_solution,
     cases=[_fusion_case(*c) for c in ((4, 10), (1, 2), (3, 5))],
     hints=["Each head gives a distribution over the classes: softmax each, then average."],
     mistakes=[Mistake(_mean_logits, "that averages the logits before one softmax; DeiT adds the two heads' softmax "
-                                    "outputs.")],
+                                    "outputs."),
+              Mistake(_logit_average, "that is the mean of the two heads' logits, what DeiT's code and this course's "
+                                      "model return at inference: it ranks the classes almost always as the paper's "
+                                      "rule does, but the exercise asks for the paper's rule, the mean of the two "
+                                      "softmax outputs, which are probabilities."),
+              Mistake(_softmax_sum, "the two softmax outputs are added but not halved: their mean is a distribution "
+                                    "(each row sums to 1).")],
     shape_formula="(B, K)", grad=True)
 
 EXERCISES = [soft_distillation, hard_distillation, late_fusion]

@@ -42,6 +42,10 @@ def _kernel_for_stride(r_trans, j, k):
     return r_trans * k + (k - j)
 
 
+def _stride_kernel_swapped(r_trans, j, k):
+    return r_trans * k + (j - k)
+
+
 def _rolled(images, shift):
     return torch.cat([images] + [torch.roll(images, (dy * shift, dx * shift), dims=(-2, -1)) for dx, dy in DIAGONALS],
                      dim=1)
@@ -66,11 +70,15 @@ def _image_case(b, c, h, s):
 
 token_receptive_field = Exercise(
     "token_receptive_field", token_receptive_field_solution,
-    cases=[_field_case(*c) for c in ((1, 4, 4), (1, 4, 8), (3, 2, 3), (5, 16, 16), (2, 3, 5))],
+    # r_trans != 1 first: there the known mistakes all give different answers
+    cases=[_field_case(*c) for c in ((3, 2, 3), (1, 4, 4), (1, 4, 8), (5, 16, 16), (2, 3, 5))],
     hints=["One step of stride j in the token grid moves j units of the layer below, each seeing r_trans pixels.",
            "The kernel reaches k - j units beyond what the stride alone covers."],
     mistakes=[Mistake(_no_overlap_term, "the (k - j) term is missing: a kernel wider than its stride sees k - j more."),
-              Mistake(_kernel_for_stride, "r_trans is multiplied by the kernel k; it is the stride j that scales it.")])
+              Mistake(_kernel_for_stride, "r_trans is multiplied by the kernel k; it is the stride j that scales it."),
+              Mistake(_stride_kernel_swapped, "j and k are swapped: this exercise takes (r_trans, j, k) with j the "
+                                              "stride and k the kernel, as SL-ViT's eq. 1 names them (the package's "
+                                              "token_receptive_field takes (r_trans, kernel, stride)).")])
 
 spt_shifts = Exercise(
     "spt_shifts", spt_shifts_solution,

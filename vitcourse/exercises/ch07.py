@@ -44,9 +44,22 @@ def _strided(x, window):
     return rearrange(x, "b (m1 nh) (m2 nw) c -> (b nh nw) (m1 m2) c", m1=window, m2=window)
 
 
+def _no_permute(x, window):
+    b, h, w, c = x.shape
+    return x.reshape(-1, window * window, c)
+
+
+def _reverse_no_permute(windows, window, h, w):
+    return windows.reshape(-1, h, w, windows.shape[-1])
+
+
 def _reverse_column_major(windows, window, h, w):
     return rearrange(windows, "(b nw nh) (m1 m2) c -> b (nh m1) (nw m2) c", nh=h // window, nw=w // window,
                      m1=window, m2=window)
+
+
+def _window_not_squared(h, w, c, window):
+    return 4 * h * w * c * c + 2 * window * h * w * c
 
 
 def _msa_flops(h, w, c, window):
@@ -85,6 +98,9 @@ window_partition = Exercise(
                                              "the mask of the shifted windows expect row-major windows (nh nw)."),
               Mistake(_transposed_inside, "the tokens inside each window are transposed (m2 m1): read each window "
                                           "row by row, (m1 m2)."),
+              Mistake(_no_permute, "a plain reshape cuts consecutive pixels of a row into 'windows': the M x M "
+                                   "window has to be gathered from M rows, which needs the axes reordered "
+                                   "(rearrange, or view + permute) before flattening."),
               Mistake(_strided, "each 'window' takes every (H/M)-th pixel, a strided grid spread over the whole "
                                 "image: write H as (nh m1), the window's pixels innermost, so that a window is M "
                                 "neighbouring pixels.")],
@@ -96,7 +112,9 @@ window_reverse = Exercise(
     hints=["It is window_partition's rearrange pattern read backwards.",
            "einops needs to be told nh = h // M and nw = w // M to split (b nh nw)."],
     mistakes=[Mistake(_reverse_column_major, "the windows are put back column by column (b nw nh): "
-                                             "window_partition ordered them row by row (b nh nw).")],
+                                             "window_partition ordered them row by row (b nh nw)."),
+              Mistake(_reverse_no_permute, "a plain reshape lays each window's M*M tokens along one row: undo "
+                                           "window_partition's reordering of the axes (rearrange) first.")],
     shape_formula="(B, H, W, C)", grad=True)
 
 w_msa_flops = Exercise(
@@ -105,7 +123,8 @@ w_msa_flops = Exercise(
     hints=["The projections (q, k, v and the output) cost 4hwC^2 whatever the attention's reach.",
            "Each of the hw queries meets the M^2 keys of its window only: QK^T and the weighted sum of V "
            "cost M^2 C each per query."],
-    mistakes=[Mistake(_msa_flops, "that is global MSA's cost, eq. (1): with windows each query meets M^2 keys, not "
+    mistakes=[Mistake(_window_not_squared, "each query meets the M x M = M^2 keys of its window, not M."),
+              Mistake(_msa_flops, "that is global MSA's cost, eq. (1): with windows each query meets M^2 keys, not "
                                   "all hw of them.")])
 
 EXERCISES = [window_partition, window_reverse, w_msa_flops]
