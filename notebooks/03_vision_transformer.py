@@ -289,10 +289,10 @@ TARGET_ACC = budget(smoke=None, cpu=0.90, gpu=0.85)     # the course target, sta
 SEEDS = budget(smoke=(0,), cpu=(0, 1), gpu=(0, 1, 2))
 seed_acc, seed_models = {0: test_acc}, {0: model}
 for seed in SEEDS[1:]:
-    seed_models[seed], h = train_recipe(R, train_data, test_data, name="03_vit", seed=seed, progress=False,
-                                        device=DEVICE)
+    # No test curve for these runs (only the end is judged): the test set is evaluated once, at the end.
+    seed_models[seed], h = train_recipe(R, train_data, name="03_vit", seed=seed, progress=False, device=DEVICE)
     seed_models[seed].eval()
-    seed_acc[seed] = h.last["test_acc"]
+    seed_acc[seed] = evaluate(seed_models[seed], test_loader)["acc"]
     print(f"seed {seed}: test accuracy {seed_acc[seed]:.4f} after {sum(e['seconds'] for e in h.epochs) / 60:.1f} min")
 accs = list(seed_acc.values())
 mean_acc = sum(accs) / len(accs)
@@ -657,7 +657,8 @@ except ValueError as err:
 # pre-training resolution, one at it. We pre-train the recipe's ViT at `LOW_SIZE` pixels (the
 # images shrunk; a 5x5 grid, the smallest larger than the 4x4 that COURSE.md calls too small to
 # hold a 2-D structure), then fine-tune it for `FT_EPOCHS` at the full size (position embedding interpolated)
-# and, from the same weights with the same steps, learning rate and data order, at `LOW_SIZE`. Each
+# and, from the same weights with the same steps, learning rate (`FT_LR`, a tenth of the recipe's) and
+# data order, at `LOW_SIZE`. Each
 # is tested at its own resolution on the same test images.
 #
 # **ViT 3.2 holds** when the higher-resolution fine-tuning is at least **0.5 points** better, and the
@@ -683,6 +684,7 @@ LOW_EPOCHS = budget(smoke=1, cpu=6, gpu=50)
 FT_EPOCHS = budget(smoke=1, cpu=2, gpu=5)
 FT_EVALS = budget(smoke=2, cpu=4, gpu=5)                      # points of each fine-tuning curve
 FT_STEPS = FT_EPOCHS * len(train_data) // R.batch_size // FT_EVALS * FT_EVALS
+FT_LR = R.lr / 10                                             # fine-tuning's peak learning rate
 PLATEAU = 0.005
 
 
@@ -701,14 +703,14 @@ def pre_train_at(size, loader, tag):
     return net.eval(), sum(e["seconds"] for e in h.epochs)
 
 
-def fine_tune_at(size):
-    """`low` fine-tuned for FT_STEPS at `size` px (embedding interpolated if needed) at a tenth of the
-    recipe's learning rate, the same data order at every size; returns (model, history with a test curve)."""
+def fine_tune_at(size, lr=FT_LR):
+    """`low` fine-tuned for FT_STEPS at `size` px (embedding interpolated if needed) at peak learning rate
+    `lr`, the same data order at every size; returns (model, history with a test curve)."""
     vitcourse.seed_everything(0)
     net = copy.deepcopy(low).set_image_size(size)
     config = resolution_config(size, "fine-tune", low_size=LOW_SIZE, low_epochs=LOW_EPOCHS, steps=FT_STEPS,
-                               evals=FT_EVALS)
-    h = train_for_steps(R, net, train_data, steps=FT_STEPS, seed=1, evals=FT_EVALS, lr=R.lr / 10,
+                               evals=FT_EVALS, lr=lr)
+    h = train_for_steps(R, net, train_data, steps=FT_STEPS, seed=1, evals=FT_EVALS, lr=lr,
                         curve=D.Resized(test_loader, size) if size != H else test_loader,
                         resize=size if size != H else None, device=DEVICE,
                         checkpoint=run_dir("03_vit_resolution", config) / "checkpoint.pt")
@@ -784,6 +786,64 @@ print(f"Plainly: the {LOW_SIZE}-px model alone scores {acc['low']:.2%} for {cost
       + ("it ends above the model that stayed at its resolution." if acc["fine-tuned full"] > acc["fine-tuned low"]
          else f"it has not caught up with the model that stayed at {LOW_SIZE} px "
               f"({'the curve above is still rising' if not ft_regime.converged else 'and its curve has flattened'})."))
+
+# %% [markdown]
+# ### Why the higher resolution loses here: the same pair at a higher learning rate
+#
+# A second measurement, stated before it runs. The arm that moves to the new grid starts well below
+# the other (the table's "run at full size, not fine-tuned" row) and must adapt its patch embedding
+# and position embedding to patches that show the garment at a new scale; the arm that stays only
+# continues training. If the first pair's fine-tuning was too gentle for that (its learning rate
+# is a tenth of the recipe's, and its cosine brings it to 0, so a flat end of the curve can mean
+# "annealed" as much as "adapted"), the same pair fine-tuned at **5x the learning rate**
+# (`FT_LR_HIGH`, half the recipe's; the same steps, data order and test curve) moves the model
+# further. **Reading**: when the higher rate closes at least half of what the first pair lacked of
+# the claim's +0.5 points, i.e. d_high - d >= (0.005 - d) / 2 for the paired differences d and
+# d_high, the first pair was limited by how far its fine-tuning could move the model, not by the
+# resolution; otherwise a higher learning rate does not rescue the higher resolution at this scale.
+# ViT 3.2 itself stays judged on the first pair, whose settings were fixed before it ran.
+
+# %%
+FT_LR_HIGH = 5 * FT_LR
+tuned_high, ft_history_high = {}, {}
+for size in (LOW_SIZE, H):
+    tuned_high[size], ft_history_high[size] = fine_tune_at(size, lr=FT_LR_HIGH)
+correct_high = {size: test_correct(tuned_high[size], size) for size in (LOW_SIZE, H)}
+vit32_high = paired(correct_high[H].tolist(), correct_high[LOW_SIZE].tolist())
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for (histories, lr, ls) in ((ft_history, FT_LR, "-"), (ft_history_high, FT_LR_HIGH, "--")):
+    for size, marker in ((H, "o"), (LOW_SIZE, "s")):
+        h = histories[size]
+        ax.plot([0] + [e["step"] for e in h.epochs],
+                [acc["low at full, not fine-tuned" if size == H else "low"]] + [e["test_acc"] for e in h.epochs],
+                marker=marker, ls=ls, color="C0" if size == H else "C1",
+                label=f"at {size} px, peak learning rate {lr:.0e}")
+ax.set(xlabel="fine-tuning step", ylabel="test accuracy",
+       title=f"Fine-tuning the {LOW_SIZE}-px model at two learning rates")
+ax.legend(fontsize=8)
+plt.show()
+high_regime = regime([e["step"] for e in ft_history_high[H].epochs],
+                     {f"at {size} px": [e["test_acc"] for e in ft_history_high[size].epochs] for size in (H, LOW_SIZE)},
+                     PLATEAU)
+print(high_regime.report(f"the pair at learning rate {FT_LR_HIGH:.0e}"))
+closed_needed = (0.005 - vit32.mean) / 2
+gentle = vit32.mean < 0.005 and vit32_high.mean - vit32.mean >= closed_needed
+print(f"{H} px minus {LOW_SIZE} px: {vit32.mean:+.2%} at learning rate {FT_LR:.0e}, {vit32_high.mean:+.2%} at "
+      f"{FT_LR_HIGH:.0e} (95% interval {vit32_high.mean - vit32_high.half_width:+.2%} to "
+      f"{vit32_high.mean + vit32_high.half_width:+.2%}); fine-tuned at {H} px: {acc['fine-tuned full']:.2%} -> "
+      f"{correct_high[H].mean().item():.2%}, at {LOW_SIZE} px: {acc['fine-tuned low']:.2%} -> "
+      f"{correct_high[LOW_SIZE].mean().item():.2%}.")
+if vit32.mean >= 0.005:
+    why_vit32 = "the first pair already shows the gain; the higher rate is a check that it is not an accident of the rate"
+elif gentle:
+    why_vit32 = (f"the higher rate closed {vit32_high.mean - vit32.mean:+.2%} of the needed {closed_needed:.2%}: "
+                 "the first fine-tuning was too gentle for the arm that changes grid, so the NO is about that "
+                 "fine-tuning, not about resolution")
+else:
+    why_vit32 = (f"the higher rate changed the difference by {vit32_high.mean - vit32.mean:+.2%}, less than the "
+                 f"{closed_needed:.2%} that would show a too-gentle fine-tuning: a higher learning rate does not rescue "
+                 f"the higher resolution for this {len(train_data):,}-image, {LOW_EPOCHS}-epoch pre-training")
+print("Reading:", why_vit32 + ".")
 
 # %% [markdown]
 # ### FixRes: testing above the training resolution (optional in the cpu profile)
@@ -1010,7 +1070,8 @@ claims.add("ViT 3.2", "fine-tuning at a higher resolution than pre-training beat
                      f"at {LOW_SIZE} px {acc['fine-tuned low']:.2%} ({vit32.mean:+.2%}, 95% interval over test images "
                      f"{vit32.mean - vit32.half_width:+.2%} to {vit32.mean + vit32.half_width:+.2%}; needs >= +0.50%). "
                      f"The {LOW_SIZE}-px model alone: {acc['low']:.2%} for {cost['low'] / cost['native']:.0%} of the "
-                     f"native model's compute ({acc['native']:.2%})"),
+                     f"native model's compute ({acc['native']:.2%}). At 5x the fine-tuning rate: {vit32_high.mean:+.2%}; "
+                     + why_vit32),
            holds=vit32.mean >= 0.005 and vit32.mean - vit32.half_width > 0)
 if fixres is not None and len(TEST_SIZES) > 1:
     claims.add("FixRes", "after RandomResizedCrop training, a test resolution above the training one is better",
