@@ -724,6 +724,15 @@ def test_correct(net, size):
     return (preds == targets).float()
 
 
+def plot_fine_tuning(ax, histories, label, ls="-"):
+    """Each size's test curve, from its accuracy before fine-tuning (step 0)."""
+    for size, marker in ((H, "o"), (LOW_SIZE, "s")):
+        h = histories[size]
+        ax.plot([0] + [e["step"] for e in h.epochs],
+                [acc["low at full, not fine-tuned" if size == H else "low"]] + [e["test_acc"] for e in h.epochs],
+                marker=marker, ls=ls, color="C0" if size == H else "C1", label=label.format(size=size))
+
+
 augmented = D.DeviceLoader(train_data, R.batch_size, seed=0, device=DEVICE, **R.augment)
 low, low_s = pre_train_at(LOW_SIZE, D.Resized(augmented, LOW_SIZE), "translate")
 tuned, ft_history = {}, {}
@@ -754,12 +763,9 @@ for key, label, px in rows:
     print(f"{label:46s} {px:7d} {acc[key]:8.4f} {c / cost['native']:26.0%}")
 print(f"(compute: forward FLOPs per image, {flops[LOW_SIZE] / 1e6:.1f} M at {LOW_SIZE} px and {flops[H] / 1e6:.1f} M at "
       f"{H} px, times images seen; a training step costs about three forward passes at both sizes)")
+
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for size, marker in ((H, "o"), (LOW_SIZE, "s")):
-    h = ft_history[size]
-    ax.plot([0] + [e["step"] for e in h.epochs],
-            [acc["low at full, not fine-tuned" if size == H else "low"]] + [e["test_acc"] for e in h.epochs],
-            marker=marker, label=f"fine-tuned at {size} px")
+plot_fine_tuning(ax, ft_history, "fine-tuned at {size} px")
 ax.axhline(acc["native"], color="gray", ls=":", label=f"section 4's model, trained at {H} px")
 ax.axvspan(0.8 * FT_STEPS, FT_STEPS, color="0.9", label="the convergence check's window")
 ax.set(xlabel="fine-tuning step", ylabel="test accuracy",
@@ -811,13 +817,8 @@ for size in (LOW_SIZE, H):
 correct_high = {size: test_correct(tuned_high[size], size) for size in (LOW_SIZE, H)}
 vit32_high = paired(correct_high[H].tolist(), correct_high[LOW_SIZE].tolist())
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for (histories, lr, ls) in ((ft_history, FT_LR, "-"), (ft_history_high, FT_LR_HIGH, "--")):
-    for size, marker in ((H, "o"), (LOW_SIZE, "s")):
-        h = histories[size]
-        ax.plot([0] + [e["step"] for e in h.epochs],
-                [acc["low at full, not fine-tuned" if size == H else "low"]] + [e["test_acc"] for e in h.epochs],
-                marker=marker, ls=ls, color="C0" if size == H else "C1",
-                label=f"at {size} px, peak learning rate {lr:.0e}")
+for histories, lr, ls in ((ft_history, FT_LR, "-"), (ft_history_high, FT_LR_HIGH, "--")):
+    plot_fine_tuning(ax, histories, f"at {{size}} px, peak learning rate {lr:.0e}", ls)
 ax.set(xlabel="fine-tuning step", ylabel="test accuracy",
        title=f"Fine-tuning the {LOW_SIZE}-px model at two learning rates")
 ax.legend(fontsize=8)
