@@ -26,7 +26,9 @@ def device(prefer_mps: bool = False) -> torch.device:
     threads are faster (on a busy shared machine, small models can run faster on 1 thread).
     """
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        # Under torchrun each process owns the GPU of its LOCAL_RANK (vitcourse.distributed).
+        local = os.environ.get("LOCAL_RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+        return torch.device("cuda", int(local)) if local is not None else torch.device("cuda")
     if prefer_mps and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     threads = os.environ.get("VITCOURSE_CPU_THREADS", "").strip()
