@@ -186,3 +186,17 @@ def test_a_rehearsal_cut_curve_is_not_judged_converged(monkeypatch):
     monkeypatch.delenv("VITCOURSE_REHEARSAL")
     with pytest.raises(ValueError, match="at least 2 points"):
         regime([200], {"a": [0.5]}, 0.005)
+
+
+def test_a_claim_not_judged_and_one_whose_regime_was_not_reached_say_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITCOURSE_PROFILE", "cpu")
+    monkeypatch.setenv("VITCOURSE_CLAIMS_DIR", str(tmp_path))
+    claims = Claims("00_verdicts")
+    claims.add("C1", "an optional section", measured="not run in this profile", holds=None)
+    claims.add("C2", "early heads are local", measured="regime not reached (small data): 14 to 15 px", holds=False)
+    claims.add("C3", "a plain failure", measured="0.80 < 0.90", holds=False)
+    claims.show()
+    text = (tmp_path / "00_verdicts.md").read_text()
+    assert "| not run in this profile | not judged |" in text
+    assert "14 to 15 px | NO (regime not reached) |" in text and "0.80 < 0.90 | NO |" in text
+    assert [c["holds"] for c in json.loads((tmp_path / "00_verdicts.json").read_text())["claims"]] == [None, False, False]

@@ -194,7 +194,15 @@ class Claim:
     id: str
     claim: str
     measured: str
-    holds: bool
+    holds: bool | None  # None: not judged in this run (e.g. an optional section left out of the profile)
+
+    @property
+    def verdict(self) -> str:
+        if self.holds is None:
+            return "not judged"
+        if self.holds:
+            return "yes"
+        return "NO (regime not reached)" if "regime not reached" in self.measured else "NO"
 
 
 @dataclass
@@ -202,8 +210,9 @@ class Claims:
     chapter: str
     rows: list[Claim] = field(default_factory=list)
 
-    def add(self, id: str, claim: str, measured: str, holds: bool) -> None:
-        row = Claim(id, claim, measured, bool(holds))
+    def add(self, id: str, claim: str, measured: str, holds: bool | None) -> None:
+        """One row; ``holds=None`` records a claim that this run did not judge (say why in ``measured``)."""
+        row = Claim(id, claim, measured, None if holds is None else bool(holds))
         self.rows = [r for r in self.rows if r.id != id] + [row]  # re-running a cell replaces its row
 
     def markdown(self) -> str:
@@ -212,7 +221,7 @@ class Claims:
         if p == "smoke":
             head += "\n\n_Smoke profile: tiny synthetic runs that only check the code; these numbers are not evidence._"
         lines = [head, "", "| id | claim | measured | holds |", "|---|---|---|---|"]
-        lines += [f"| {r.id} | {r.claim} | {r.measured} | {'yes' if r.holds else 'NO'} |" for r in self.rows]
+        lines += [f"| {r.id} | {r.claim} | {r.measured} | {r.verdict} |" for r in self.rows]
         return "\n".join(lines)
 
     def show(self) -> None:
