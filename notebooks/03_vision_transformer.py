@@ -65,7 +65,7 @@ from einops import rearrange
 
 from vitcourse import analysis, budget
 from vitcourse import data as D
-from vitcourse.claims import Claims, late_rise, paired, regime, rise_noise
+from vitcourse.claims import Claims, paired, regime, rise_noise
 from vitcourse.models import create_model
 from vitcourse.models.vit import LinearPatchEmbedding, PatchEmbedding, ViT, config_of, patchify
 from vitcourse.recipes import recipe, recipe_run_dir, train_for_steps, train_recipe
@@ -777,7 +777,7 @@ print(f"(compute: forward FLOPs per image, {flops[LOW_SIZE] / 1e6:.1f} M at {LOW
       f"{H} px, times images seen; a training step costs about three forward passes at both sizes)")
 
 ft_steps = [e["step"] for e in ft_history[H].epochs]
-check_from = max(s for s in ft_steps if s <= 0.8 * FT_STEPS)    # where late_rise reads the curve from
+check_from = max([s for s in ft_steps if s <= 0.8 * FT_STEPS], default=0)    # where late_rise reads from
 
 
 def mark_check(ax):
@@ -797,7 +797,7 @@ ft_regime = regime([e["step"] for e in ft_history[H].epochs],
                    {f"fine-tuned at {size} px": [e["test_acc"] for e in ft_history[size].epochs] for size in (H, LOW_SIZE)},
                    PLATEAU)
 print(ft_regime.report("ViT 3.2"))
-lr_left = ft_history[H].epochs[ft_steps.index(check_from)]["lr"] / FT_LR
+lr_left = next((e["lr"] for e in ft_history[H].epochs if e["step"] == check_from), FT_LR) / FT_LR
 print(f"(The check reads steps {check_from} to {FT_STEPS}, where the cosine schedule has already brought the learning "
       f"rate down to {lr_left:.0%} of its peak and then to 0: a flat end there is partly the schedule's doing. For "
       f"scale, two accuracies near {acc['fine-tuned full']:.2f} on independent sets of {len(test_data):,} images differ "
@@ -873,7 +873,7 @@ change = paired((correct_high[H] - correct_high[LOW_SIZE]).tolist(),
 gentle = vit32.mean < 0.005 and change.mean >= closed_needed
 moved = {size: correct_high[size].mean().item() - acc["fine-tuned full" if size == H else "fine-tuned low"]
          for size in (H, LOW_SIZE)}
-rise_high = late_rise(ft_steps, [e["test_acc"] for e in ft_history_high[H].epochs])
+rise_high = high_regime.rise[f"at {H} px"]
 print(f"{H} px minus {LOW_SIZE} px: {points(vit32.mean)} at learning rate {FT_LR:.0e}, {points(vit32_high.mean)} at "
       f"{FT_LR_HIGH:.0e}; fine-tuned at {H} px: {acc['fine-tuned full']:.2%} -> {correct_high[H].mean().item():.2%} "
       f"({points(moved[H])}), at {LOW_SIZE} px: {acc['fine-tuned low']:.2%} -> "
