@@ -29,11 +29,12 @@ class Disconnect(Exception):
 
 
 def run(epochs: int, checkpoint=None, batch_size: int = GLOBAL_BATCH, batches: list | None = None,
-        stop_after: int | None = None, **fit_args):
-    """Train the test's ViT for ``epochs`` and return it; ``batches`` collects the batch size of every
-    training forward pass this process makes; ``stop_after``: raise Disconnect after that epoch."""
+        stop_after: int | None = None, model_name: str = "vit_smoke_patch8_32", **fit_args):
+    """Train the test's ViT (or ``model_name``) for ``epochs`` and return it; ``batches`` collects the
+    batch size of every training forward pass this process makes; ``stop_after``: raise Disconnect
+    after that epoch."""
     torch.manual_seed(0)
-    model = create_model("vit_smoke_patch8_32", num_classes=10)
+    model = create_model(model_name, num_classes=10)
     if batches is not None:
         model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]) if m.training else None)
     data = synthetic("train", n=96, image_size=32, seed=3)
@@ -86,6 +87,11 @@ def main(scenario: str, out: str, *args: str) -> None:
         model, history = run(2, checkpoint=out / "one" / "checkpoint.pt")
         if rank == 0:
             _save(model, history, out / "resumed_from_one.pt")
+        # 4. Synchronised batch norm on CPU processes: PyTorch's SyncBatchNorm is CUDA-only.
+        try:
+            run(1, model_name="resnet8", sync_batchnorm=True)
+        except ValueError as err:
+            (out / f"sync_bn_error{rank}.txt").write_text(str(err))
     elif scenario == "kill":
         # Saves after every step; rank 0 is killed (SIGKILL: no cleanup) right after save number N,
         # and torchrun then stops the other process.

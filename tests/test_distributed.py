@@ -121,6 +121,14 @@ def test_a_two_process_checkpoint_resumes_in_one_process_and_back(two_processes)
     assert logits_difference(straight.state_dict(), back["weights"]) < TOLERANCE
 
 
+def test_synchronised_batch_norm_on_cpu_processes_is_refused(two_processes):
+    out, _ = two_processes
+    for rank in (0, 1):
+        message = (out / f"sync_bn_error{rank}.txt").read_text()
+        assert "sync_batchnorm=True needs GPUs" in message and "sync_batchnorm=False" in message
+    run(1, model_name="resnet8", sync_batchnorm=True)  # one process: no effect, no error
+
+
 def test_a_kill_under_torchrun_then_a_rerun_is_exact(two_processes, tmp_path):
     out, _ = two_processes
     killed = torchrun("kill", tmp_path, 8)  # 5 saves inside epoch 1, 1 at its end, then steps 1 and 2

@@ -13,7 +13,7 @@ The loader's ``batch_size`` stays the *global* batch: a mean loss over B/N sampl
 processes by DDP, is the mean over the B samples, so the run does not depend on N beyond the order of
 floating-point sums (tests/test_distributed.py checks it to 1e-5). Two things do depend on N, as in
 every data-parallel trainer: batch norm normalises each process's slice (``fit(sync_batchnorm=True)``
-normalises over the global batch instead), and dropout or stochastic depth draws its masks from each
+normalises over the global batch instead, on GPUs: PyTorch's SyncBatchNorm is CUDA-only), and dropout or stochastic depth draws its masks from each
 process's own random stream.
 """
 from __future__ import annotations

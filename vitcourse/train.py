@@ -239,6 +239,9 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
             raise ValueError("compile=True with several processes is supported here on GPUs only (torch.compile "
                              "of a DDP model); on the CPU it gains little for these models (benchmarks/RESULTS.md): "
                              "pass compile=False")
+        if sync_batchnorm and dev.type != "cuda":
+            raise ValueError("sync_batchnorm=True needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on CPU "
+                             "processes pass sync_batchnorm=False: batch norm then normalises each process's slice")
         if sync_batchnorm:
             swaps = distributed.convert_batchnorm(model)
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
