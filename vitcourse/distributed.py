@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .data.loader import _LoaderWrapper
+
 
 @dataclass(frozen=True)
 class World:
@@ -124,25 +126,18 @@ def check_global_batch(world: World, loader) -> None:
                          f"with a remainder that {world.size} divides")
 
 
-class RankSlices:
+class RankSlices(_LoaderWrapper):
     """Each batch of ``loader`` cut to this process's rows: rank r gets rows [r B/N, (r + 1) B/N).
 
     Everything else (length, epochs, position for resuming, description for the run's fingerprint)
-    is the wrapped loader's, so a run's checkpoint is the same whatever the number of processes.
-    ``even``: training batches must split evenly (``fit`` checks it first); evaluation batches may
-    not, since their sums are added up over the processes.
+    is the wrapped loader's, as for every loader wrapper, so a run's checkpoint is the same whatever
+    the number of processes. ``even``: training batches must split evenly (``fit`` checks it first);
+    evaluation batches may not, since their sums are added up over the processes.
     """
 
     def __init__(self, loader, world: World, even: bool = True):
-        self.loader, self.world, self.even = loader, world, even
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name):  # set_epoch, state_dict, describe, unit, mixes_targets, ...
-        if name == "loader":  # not set yet (a copy being made): no endless lookup
-            raise AttributeError(name)
-        return getattr(self.loader, name)
+        super().__init__(loader)
+        self.world, self.even = world, even
 
     def _slice(self, x):
         if isinstance(x, (tuple, list)):

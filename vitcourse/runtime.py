@@ -27,7 +27,8 @@ def device(prefer_mps: bool = False) -> torch.device:
     """
     if torch.cuda.is_available():
         # Under torchrun each process owns the GPU of its LOCAL_RANK (vitcourse.distributed).
-        local = os.environ.get("LOCAL_RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+        from .distributed import launched
+        local = os.environ.get("LOCAL_RANK") if launched() else None
         return torch.device("cuda", int(local)) if local is not None else torch.device("cuda")
     if prefer_mps and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
