@@ -75,7 +75,7 @@ colab: $(STAMP)
 clean:
 	rm -rf build notebooks/runs runs
 
-# Benchmarks (benchmarks/RESULTS.md): items 1-3 and 5 (~3 min on 2 cores), then item 4 (~30 min).
+# Benchmarks (benchmarks/RESULTS.md): items 1-3, 5 and 6 (~8 min on 2 cores), then item 4 (~30 min).
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--threads 1" (python -m benchmarks -h).
 BENCH_ARGS ?=
 .PHONY: bench bench-accuracy

@@ -1,6 +1,6 @@
 """``python -m benchmarks [items] [--repeats N] [--threads N] [--quick] [--no-save]``.
 
-Items: train (1), attention (2), loader (3), utilisation (5); default all four (``make bench``).
+Items: train (1), attention (2), loader (3), utilisation (5), beside (6); default all five (``make bench``).
 ``accuracy`` (4) is separate because it trains for up to ~40 minutes (``make bench-accuracy``).
 """
 from __future__ import annotations
@@ -10,11 +10,11 @@ import time
 
 import torch
 
-from . import accuracy, attention, loader, train_step, utilisation
+from . import accuracy, attention, beside, loader, train_step, utilisation
 from .common import header, load_average, report
 
 ITEMS = {"train": train_step.run, "attention": attention.run, "loader": loader.run,
-         "utilisation": utilisation.run}
+         "utilisation": utilisation.run, "beside": beside.run}
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,121 @@
+"""train_beside: a recipe's other seeds trained in a second process, in the folders train_recipe uses."""
+import os
+import subprocess
+
+import pytest
+import torch
+
+from vitcourse import beside as B
+from vitcourse.data import synthetic
+from vitcourse.recipes import Recipe, recipe_run_dir, train_recipe
+
+RECIPE = Recipe("vit_smoke_patch8_32", epochs=2, batch_size=32, lr=2e-3, warmup_epochs=0.5, augment=dict(flip=True))
+
+
+@pytest.fixture
+def train(monkeypatch):
+    monkeypatch.setenv("VITCOURSE_PROFILE", "smoke")
+    monkeypatch.delenv("VITCOURSE_REHEARSAL", raising=False)
+    monkeypatch.setattr(B, "POLL_S", 0.2)
+    return synthetic("train", n=64, num_classes=4)
+
+
+@pytest.fixture
+def two_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _weights(model):
+    return [t.clone() for t in model.state_dict().values()]
+
+
+def test_the_other_process_trains_the_seeds_as_train_recipe_would_here(train, tmp_path, two_threads):
+    """Seeds 1 and 2 in the other process, on one thread; then train_recipe loads each run (no training),
+    and its weights equal those of the same seed trained in this process on one thread."""
+    with B.train_beside(RECIPE, train, name="ch", seeds=(1, 2), device="cpu", root=tmp_path) as others:
+        assert others.started and others.other_threads == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2                       # given back after the with
+    others.wait(progress=False)
+    assert not others.started
+    torch.set_num_threads(1)
+    for seed in (1, 2):
+        folder = recipe_run_dir(RECIPE, train, name="ch", seed=seed, root=tmp_path)
+        assert not (folder / B.LOCK).exists() and "finished" in (folder / B.LOG).read_text()
+        loaded, history = train_recipe(RECIPE, train, name="ch", seed=seed, root=tmp_path, progress=False,
+                                       device="cpu")
+        assert [e["epoch"] for e in history.epochs] == [1, 2]
+        here, _ = train_recipe(RECIPE, train, name="ch", seed=seed, root=tmp_path / "here", progress=False,
+                               device="cpu")
+        assert all(torch.equal(a, b) for a, b in zip(_weights(loaded), _weights(here)))
+
+
+def test_nothing_starts_where_it_cannot_help(train, tmp_path, two_threads, monkeypatch):
+    """A GPU, one thread, a rehearsal, or runs already finished: nothing starts and wait returns at once."""
+    assert not B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cuda", root=tmp_path).started
+    torch.set_num_threads(1)
+    assert not B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path).started
+    torch.set_num_threads(2)
+    monkeypatch.setenv("VITCOURSE_REHEARSAL", "1")
+    monkeypatch.setenv("VITCOURSE_PROFILE", "gpu")           # a rehearsal rehearses the gpu profile
+    assert not B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path).started
+    monkeypatch.delenv("VITCOURSE_REHEARSAL")
+    monkeypatch.setenv("VITCOURSE_PROFILE", "smoke")
+    train_recipe(RECIPE, train, name="ch", seed=1, root=tmp_path, progress=False, device="cpu")
+    done = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+    assert not done.started and done.folders == {}
+    done.wait()
+    assert "nothing started" in repr(done)
+
+
+def test_a_live_lock_is_waited_for_and_train_recipe_refuses_to_train_beside_it(train, tmp_path, two_threads):
+    """A run another live process holds is not started again; train_recipe on it is a clear error; wait()
+    returns when that process has ended, and the stale lock is removed."""
+    folder = recipe_run_dir(RECIPE, train, name="ch", seed=1, root=tmp_path)
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen(["sleep", "2"])
+    (folder / B.LOCK).write_text(f"{holder.pid}\n")
+    try:
+        others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+        assert others.started and others.process is None and others.holder == holder.pid
+        assert "started earlier" in repr(others)
+        with pytest.raises(RuntimeError, match=rf"process {holder.pid}.*\.wait\(\)"):
+            train_recipe(RECIPE, train, name="ch", seed=1, root=tmp_path, progress=False, device="cpu")
+        others.wait(progress=False)       # returns once `sleep` has ended (it is reaped below)
+    finally:
+        holder.wait()
+    assert not (folder / B.LOCK).exists()
+
+
+def test_a_stale_lock_does_not_stop_a_start(train, tmp_path, two_threads):
+    folder = recipe_run_dir(RECIPE, train, name="ch", seed=1, root=tmp_path)
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (folder / B.LOCK).write_text(f"{dead.pid}\n")
+    others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+    assert others.process is not None
+    others.wait(progress=False)
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == RECIPE.epochs
+
+
+def test_a_failing_process_is_reported_with_its_log_and_the_run_is_left_to_train_recipe(train, tmp_path, two_threads,
+                                                                                           capsys):
+    bad = RECIPE.replace(model_args=dict(no_such_argument=1))
+    others = B.train_beside(bad, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+    assert others.process is not None
+    others.wait(progress=False)
+    out = capsys.readouterr().out
+    assert "exit code 1" in out and "no_such_argument" in out and "trains what is left" in out
+    folder = recipe_run_dir(bad, train, name="ch", seed=1, root=tmp_path)
+    assert not (folder / B.LOCK).exists() and not (folder / "checkpoint.pt").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="train_beside starts nothing off POSIX")
+def test_alive_tells_a_live_process_from_an_ended_one():
+    assert B._alive(os.getpid())
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    assert not B._alive(ended.pid)
