@@ -78,7 +78,8 @@ def run(repeats: int = 3, save: bool = True, quick: bool = False, images: int = 
             f"epoch each), median of {repeats} interleaved repeats\n\n"
             + table(["how", "seconds for both", "images/s", "vs one after the other"], rows))
     report(text + "\n", save)
-    return [dict(sequential_s=median(times["one after the other"]), beside_s=median(times["side by side"]), ratio=ratio, start_up_s=start_up)]
+    return [dict(sequential_s=median(times["one after the other"]), beside_s=median(times["side by side"]),
+                 ratio=ratio, start_up_s=start_up)]
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 On a CPU, PyTorch spreads every operation of a small model over the cores, and for matrices this
 small much of that is overhead: two one-thread runs side by side do more work in all than one
-two-thread run (1.2-1.5x on the course's 2-core machine: ``benchmarks/RESULTS.md``, item 6). A chapter that needs
-several seeds of one recipe (chapter 03's C3c) starts them here, trains its own seed on the cores
-that are left, and waits for them where it needs them::
+two-thread run (1.2-1.5x on the course's 2-core machine: ``benchmarks/RESULTS.md``, item 6). A
+chapter that needs several seeds of one recipe (chapter 03's C3c) starts them here, trains its own
+seed on the cores that are left, and waits for them where it needs them::
 
     with train_beside(R, train_data, name="03_vit", seeds=(1,), device=DEVICE) as others:
         history = fit(model, ...)             # seed 0, on the cores the other process leaves
@@ -155,7 +155,8 @@ class Beside:
             self.process.join()
             code, self.process = self.process.exitcode, None
             if code != 0:
-                unfinished = [f for f in self.folders.values() if _epochs_done(f / "checkpoint.pt") < self.recipe.epochs]
+                unfinished = [f for f in self.folders.values()
+                              if _epochs_done(f / "checkpoint.pt") < self.recipe.epochs]
                 log = (unfinished or list(self.folders.values()))[0] / LOG
                 tail = log.read_text().splitlines()[-15:] if log.exists() else ["(no log)"]
                 print(f"the other process stopped with exit code {code}; the end of {log}:\n  " + "\n  ".join(tail)
