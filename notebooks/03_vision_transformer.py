@@ -236,11 +236,17 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 #
 # This run (seed 0) is the model that sections 5-9 read. It is also chapter 06's starting point.
 #
-# C3c (next) needs the same recipe trained with other seeds. On a CPU, two one-thread runs side by side
-# do more work in all than one two-thread run (PyTorch's threading costs more than it gives on matrices
-# this small: 1.2-1.5x on the course's 2-core machine, `benchmarks/RESULTS.md` item 6), so `train_beside` starts
-# those seeds in a second process now, and this cell trains seed 0 on the cores it leaves. On a GPU
-# it starts nothing, and C3c trains the seeds one after another.
+# *An aside on speed, which the ViT does not depend on.* C3c (next) needs the same recipe trained with
+# other seeds. On a CPU a second thread speeds one small model's training up by only about 1.3x (its
+# matrices are too small to share well), so two one-thread runs side by side finish both seeds sooner
+# than one after the other on two threads: 1.2-1.5x on the course's 2-core machine
+# (`benchmarks/RESULTS.md`, item 6). So `train_beside` starts the other seeds in a second process
+# now, and this cell trains seed 0 on the threads it leaves. The line it prints says which seeds, the
+# process's id and the threads on each side (that process's output goes to `beside.log` in each
+# seed's run folder). Interrupting this cell stops only seed 0; run it again and it resumes seed 0
+# and finds the other process still at work; restarting the kernel stops both, and each run resumes
+# from its last checkpoint. On a GPU it starts nothing, and C3c trains the seeds one after another.
+# (Runs on one thread may differ from two-thread runs in the last digits, as runs on two machines do.)
 
 # %%
 SEEDS = budget(smoke=(0, 1), cpu=(0, 1), gpu=(0, 1, 2))     # smoke: two, so CI starts the other process too
@@ -254,10 +260,12 @@ init_pos_embed = model.pos_embed.detach().clone()
 # folder is named from the run's settings, so changing a knob starts a new run beside the old one.
 # It is the folder `train_recipe(R, train_data, name="03_vit")` uses: chapter 06 loads this model.
 run = recipe_run_dir(R, train_data, name="03_vit")
-with train_beside(R, train_data, name="03_vit", seeds=SEEDS[1:], device=DEVICE) as other_seeds:
+ckpt = run / "checkpoint.pt"
+trains_here = not ckpt.exists() or torch.load(ckpt, weights_only=True)["epoch"] < R.epochs   # not just loaded
+with train_beside(R, train_data, name="03_vit", seeds=SEEDS[1:], device=DEVICE, own=ckpt) as other_seeds:
     print(other_seeds)
     history = fit(model, train_loader, test_loader, epochs=R.epochs, **R.fit_args(), device=DEVICE,
-                  val_name="test", checkpoint=run / "checkpoint.pt")
+                  val_name="test", checkpoint=ckpt)
 train_seconds = sum(e["seconds"] for e in history.epochs)  # right after a resume too
 test_acc = history.last["test_acc"]
 print(f"{train_seconds / 60:.1f} min, {history.last['images_per_s']:.0f} images/s, test accuracy {test_acc:.4f}")
@@ -300,7 +308,7 @@ other_seeds.wait()               # the other process (if one was started) has tr
 seed_acc, seed_models = {0: test_acc}, {0: model}
 for seed in SEEDS[1:]:           # loaded when the other process trained them, trained here when not
     # No test curve for these runs (only the end is judged): the test set is evaluated once, at the end.
-    seed_models[seed], h = train_recipe(R, train_data, name="03_vit", seed=seed, progress=False, device=DEVICE)
+    seed_models[seed], h = train_recipe(R, train_data, name="03_vit", seed=seed, device=DEVICE)
     seed_models[seed].eval()
     seed_acc[seed] = evaluate(seed_models[seed], test_loader)["acc"]
     print(f"seed {seed}: test accuracy {seed_acc[seed]:.4f} after {sum(e['seconds'] for e in h.epochs) / 60:.1f} min")
@@ -332,8 +340,8 @@ for name, net, hist, secs in (("ViT", model, history, train_seconds), (R_CNN.mod
           f"{analysis.forward_flops(net, (C, H, W)) / 1e6:12.1f} {len(hist.epochs):6d} {secs / 60:9.1f} "
           f"{hist.last['test_acc']:8.4f}")
 print("(minutes are this machine's; compare them only roughly"
-      + (f": the ViT trained on {other_seeds.own_threads} thread(s), beside its other seeds)" if other_seeds.own_threads
-         else ")"))
+      + (f": the ViT trained on {other_seeds.own_threads} thread(s), beside its other seeds)"
+         if trains_here and other_seeds.own_threads else ")"))
 cnn_acc = cnn_history.last["test_acc"]
 print(f"The ResNet reaches {cnn_acc:.2%} in {R_CNN.epochs} epochs; the ViT, {mean_acc:.2%} over seeds in {R.epochs}: "
       f"{'the CNN is ahead by ' + format(cnn_acc - mean_acc, '.2%') if cnn_acc > mean_acc else 'the ViT is level or ahead'} "
@@ -792,6 +800,15 @@ for key, label, px in rows:
     print(f"{label:46s} {px:7d} {acc[key]:8.4f} {c / cost['native']:26.0%}")
 print(f"(compute: forward FLOPs per image, {flops[LOW_SIZE] / 1e6:.1f} M at {LOW_SIZE} px and {flops[H] / 1e6:.1f} M at "
       f"{H} px, times images seen; a training step costs about three forward passes at both sizes)")
+# What is interpolated: the pre-trained embedding's structure on its own grid, by section 6's statistics.
+low_sim = analysis.position_embedding_similarity(low)
+low_null = analysis.random_embedding_shares(LOW_GRID, cfg.dim, draws=1000, seed=0)
+print(f"The {LOW_SIZE}-px model's position embedding on its {LOW_GRID}x{LOW_GRID} grid: grid-neighbour share "
+      f"{analysis.grid_neighbour_share(low_sim):.2f} (random embeddings: mean {low_null['grid_neighbour_share'].mean():.2f}, "
+      f"99.9th percentile {low_null['grid_neighbour_share'].quantile(0.999):.2f}), row/column share "
+      f"{analysis.row_column_share(low_sim):.2f} (random: mean {low_null['row_column_share'].mean():.2f}, 99.9th "
+      f"percentile {low_null['row_column_share'].quantile(0.999):.2f}): the structure the interpolation carries to "
+      f"the {cfg.grid_size}x{cfg.grid_size} grid.")
 
 ft_steps = [e["step"] for e in ft_history[H].epochs]
 check_from = max([s for s in ft_steps if s <= 0.8 * FT_STEPS], default=0)    # where late_rise reads from
@@ -941,7 +958,8 @@ print("Reading:", why_vit32 + ".")
 # translations only (no zoom), is the control. **FixRes holds** when testing one patch more per side
 # is at least **0.2 points** better than testing at the training size for the RandomResizedCrop model,
 # and the 95% interval of that difference, paired image by image over the test set, lies above 0
-# (FixRes, table 1: +1 to +2 points for a ResNet-50 tested above its training size). The bar is
+# (FixRes, table 1: +1 to +2 points for a ResNet-50 tested above its training size). One training
+# seed: the interval covers the test images' sampling noise, not the noise of another training run. The bar is
 # lower than ViT 3.2's 0.5 because this change costs no training at all: testing at another size is
 # free, so a smaller gain is still worth having. It trains one more model, a pre-training run as long
 # as the one above (about 3 minutes on a 2-core laptop), which the cpu profile leaves out because
@@ -977,14 +995,13 @@ if RUN_FIXRES:
     plt.show()
     for name, accs_s in fixres.items():
         print(f"{name:20s} " + "  ".join(f"{s} px {a:.4f}" for s, a in zip(TEST_SIZES, accs_s)))
-    zoom_gain = fixres["RandomResizedCrop"][1] - fixres["RandomResizedCrop"][0]
+    # One patch more per side against the training size, image by image (the judged difference).
+    fixres_gain = paired(*(c.tolist() for c in fixres_correct["RandomResizedCrop"][1::-1]))
+    zoom_gain = fixres_gain.mean
     plain_gain = fixres["translations only"][1] - fixres["translations only"][0]
-    if len(TEST_SIZES) > 1:   # one patch more per side against the training size, image by image
-        fixres_gain = paired(*(c.tolist() for c in fixres_correct["RandomResizedCrop"][1::-1]))
-        print(f"RandomResizedCrop model, {TEST_SIZES[1]} px minus {LOW_SIZE} px: {points(fixres_gain.mean)}, 95% interval "
-              f"{100 * (fixres_gain.mean - fixres_gain.half_width):+.2f} to "
-              f"{100 * (fixres_gain.mean + fixres_gain.half_width):+.2f} points over {fixres_gain.n:,} test images: "
-              f"{fixres_gain.judge(0.002)}")
+    print(f"RandomResizedCrop model, {TEST_SIZES[1]} px minus {LOW_SIZE} px: {fixres_gain.mean:+.4f}, 95% interval "
+          f"{fixres_gain.mean - fixres_gain.half_width:+.4f} to {fixres_gain.mean + fixres_gain.half_width:+.4f} over "
+          f"{fixres_gain.n:,} test images: {fixres_gain.judge(0.002)}")
     apparent = sum((a ** 0.5) for a in torch.linspace(*CROP_SCALE, 101).tolist()) / 101
     print(f"A crop covers on average {apparent:.2f} of the image's side, so in training an object looks "
           f"{1 / apparent:.2f}x larger than in the whole image at {LOW_SIZE} px: FixRes's argument puts the best test "
@@ -1181,13 +1198,15 @@ claims.add("ViT 3.2", "fine-tuning at a higher resolution than pre-training beat
                f"(native model: {acc['native']:.2%}). At 5x the fine-tuning rate: {points(vit32_high.mean)}; "
                + why_vit32),
            holds=vit32.mean >= 0.005 and vit32.mean - vit32.half_width > 0)
-if fixres is not None and len(TEST_SIZES) > 1:
+if fixres is not None:
     claims.add("FixRes", "after RandomResizedCrop training, a test resolution above the training one is better",
                measured=(f"trained at {LOW_SIZE} px: tested at {LOW_SIZE} px {fixres['RandomResizedCrop'][0]:.2%}, "
                          f"at {TEST_SIZES[1]} px {fixres['RandomResizedCrop'][1]:.2%} ({points(zoom_gain)}, 95% interval "
                          f"over test images {100 * (fixres_gain.mean - fixres_gain.half_width):+.2f} to "
                          f"{100 * (fixres_gain.mean + fixres_gain.half_width):+.2f}; needs >= +0.20 points and the "
-                         f"interval above 0; control without zoom {points(plain_gain)})"),
+                         f"interval above 0; it "
+                         + ("lies above 0" if fixres_gain.mean - fixres_gain.half_width > 0 else "reaches 0 or below")
+                         + f"; control without zoom {points(plain_gain)})"),
                holds=zoom_gain >= 0.002 and fixres_gain.mean - fixres_gain.half_width > 0)
 else:
     claims.add("FixRes", "after RandomResizedCrop training, a test resolution above the training one is better",

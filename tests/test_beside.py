@@ -1,11 +1,13 @@
 """train_beside: a recipe's other seeds trained in a second process, in the folders train_recipe uses."""
 import os
 import subprocess
+import time
 
 import pytest
 import torch
 
 from vitcourse import beside as B
+from vitcourse._io import atomic_write_json
 from vitcourse.data import synthetic
 from vitcourse.recipes import Recipe, recipe_run_dir, train_recipe
 
@@ -44,9 +46,11 @@ def test_the_other_process_trains_the_seeds_as_train_recipe_would_here(train, tm
     for seed in (1, 2):
         folder = recipe_run_dir(RECIPE, train, name="ch", seed=seed, root=tmp_path)
         assert not (folder / B.LOCK).exists() and "finished" in (folder / B.LOG).read_text()
+        written = (folder / "checkpoint.pt").stat().st_mtime_ns
         loaded, history = train_recipe(RECIPE, train, name="ch", seed=seed, root=tmp_path, progress=False,
                                        device="cpu")
         assert [e["epoch"] for e in history.epochs] == [1, 2]
+        assert (folder / "checkpoint.pt").stat().st_mtime_ns == written          # loaded, not trained again
         here, _ = train_recipe(RECIPE, train, name="ch", seed=seed, root=tmp_path / "here", progress=False,
                                device="cpu")
         assert all(torch.equal(a, b) for a, b in zip(_weights(loaded), _weights(here)))
@@ -67,38 +71,89 @@ def test_nothing_starts_where_it_cannot_help(train, tmp_path, two_threads, monke
     done = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
     assert not done.started and done.folders == {}
     done.wait()
-    assert "nothing started" in repr(done)
+    assert "nothing started: every seed's run is finished" in repr(done)
 
 
 def test_a_live_lock_is_waited_for_and_train_recipe_refuses_to_train_beside_it(train, tmp_path, two_threads):
     """A run another live process holds is not started again; train_recipe on it is a clear error; wait()
-    returns when that process has ended, and the stale lock is removed."""
+    returns when that process has ended, and its lock is removed."""
     folder = recipe_run_dir(RECIPE, train, name="ch", seed=1, root=tmp_path)
     folder.mkdir(parents=True)
-    holder = subprocess.Popen(["sleep", "2"])
-    (folder / B.LOCK).write_text(f"{holder.pid}\n")
+    holder = subprocess.Popen(["sleep", "60"])
+    atomic_write_json(B._identity(holder.pid), folder / B.LOCK)
     try:
         others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
-        assert others.started and others.process is None and others.holder == holder.pid
+        assert others.started and others.process is None and others.holders == {holder.pid}
         assert "started earlier" in repr(others)
         with pytest.raises(RuntimeError, match=rf"process {holder.pid}.*\.wait\(\)"):
             train_recipe(RECIPE, train, name="ch", seed=1, root=tmp_path, progress=False, device="cpu")
-        others.wait(progress=False)       # returns once `sleep` has ended (it is reaped below)
     finally:
+        holder.kill()
         holder.wait()
+    others.wait(progress=False)
     assert not (folder / B.LOCK).exists()
 
 
-def test_a_stale_lock_does_not_stop_a_start(train, tmp_path, two_threads):
+def test_stale_locks_do_not_stop_a_start(train, tmp_path, two_threads):
+    """A lock whose process has ended, or whose id now names another process (another start time, as
+    after a restart), or that was written on another machine, is stale."""
     folder = recipe_run_dir(RECIPE, train, name="ch", seed=1, root=tmp_path)
     folder.mkdir(parents=True)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (folder / B.LOCK).write_text(f"{dead.pid}\n")
+    alive = os.getppid()
+    for lock in (B._identity(dead.pid), {**B._identity(alive), "started": "another boot:1"},
+                 {**B._identity(alive), "host": "another-machine"}):
+        atomic_write_json(lock, folder / B.LOCK)
+        assert B._lock_holder(folder) is None, lock
+    atomic_write_json(B._identity(alive), folder / B.LOCK)
+    assert B._lock_holder(folder) == alive                                   # the same lock, fresh
+    atomic_write_json(B._identity(dead.pid), folder / B.LOCK)
     others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
     assert others.process is not None
     others.wait(progress=False)
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == RECIPE.epochs
+
+
+def test_threads_come_back_when_the_notebooks_training_raises(train, tmp_path, two_threads):
+    others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with others:
+            assert torch.get_num_threads() == 1
+            raise KeyboardInterrupt
+    assert torch.get_num_threads() == 2
+    others.wait(progress=False)
+
+
+def test_a_killed_process_loses_at_most_an_epoch_and_train_recipe_finishes_the_run(train, tmp_path, two_threads,
+                                                                                    capsys):
+    """SIGKILL in the middle of the run: wait() says so, and train_recipe resumes from the last checkpoint
+    to the weights of a run never interrupted (both on one thread)."""
+    long = RECIPE.replace(epochs=100)     # far more epochs than the poll below can miss
+    others = B.train_beside(long, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+    ckpt = recipe_run_dir(long, train, name="ch", seed=1, root=tmp_path) / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while B._epochs_done(ckpt) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    others.process.kill()
+    others.wait(progress=False)
+    done_when_killed = B._epochs_done(ckpt)
+    assert 2 <= done_when_killed < long.epochs
+    out = capsys.readouterr().out
+    assert "killed by signal 9" in out and "trains what is left of 1 run(s) here" in out
+    torch.set_num_threads(1)
+    resumed, history = train_recipe(long, train, name="ch", seed=1, root=tmp_path, progress=False, device="cpu")
+    assert len(history.epochs) == long.epochs
+    whole, _ = train_recipe(long, train, name="ch", seed=1, root=tmp_path / "whole", progress=False, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(_weights(resumed), _weights(whole)))
+
+
+def test_nothing_starts_when_the_notebooks_own_run_is_finished(train, tmp_path, two_threads):
+    """Then the notebook would only wait: the seeds train where train_recipe is called, on every thread."""
+    train_recipe(RECIPE, train, name="ch", seed=0, root=tmp_path, progress=False, device="cpu")
+    own = recipe_run_dir(RECIPE, train, name="ch", seed=0, root=tmp_path) / "checkpoint.pt"
+    others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path, own=own)
+    assert not others.started and "own run is finished" in repr(others)
 
 
 def test_a_failing_process_is_reported_with_its_log_and_the_run_is_left_to_train_recipe(train, tmp_path, two_threads,

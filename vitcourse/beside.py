@@ -1,29 +1,39 @@
 """A recipe's other seeds trained in a second process while the notebook trains its own (CPU only).
 
-On a CPU, PyTorch spreads every operation of a small model over the cores, and for matrices this
-small much of that is overhead: two one-thread runs side by side do more work in all than one
-two-thread run (1.2-1.5x on the course's 2-core machine: ``benchmarks/RESULTS.md``, item 6). A
-chapter that needs several seeds of one recipe (chapter 03's C3c) starts them here, trains its own
-seed on the cores that are left, and waits for them where it needs them::
+On a CPU, a second thread speeds one small model's training up by only about 1.3x (the matrices
+are too small to share well), so two one-thread runs side by side finish two seeds sooner than one
+run after the other on two threads: 1.2-1.5x on the course's 2-core machine
+(``benchmarks/RESULTS.md``, item 6). A chapter that needs several seeds of one recipe (chapter 03's
+C3c) starts them here, trains its own seed on the threads that are left, and waits for them where it
+needs them::
 
-    with train_beside(R, train_data, name="03_vit", seeds=(1,), device=DEVICE) as others:
-        history = fit(model, ...)             # seed 0, on the cores the other process leaves
+    with train_beside(R, train_data, name="03_vit", seeds=(1,), device=DEVICE, own=ckpt) as others:
+        history = fit(model, ..., checkpoint=ckpt)   # seed 0, on the threads the other process leaves
     ...
-    others.wait()                             # then train_recipe(R, ..., seed=1) loads the run
+    others.wait()                                # then train_recipe(R, ..., seed=1) loads the run
 
-The other process runs ``recipes.train_recipe`` for each seed, so its runs are checkpointed in the
-folders ``train_recipe`` uses: an interrupted notebook or a restarted kernel loses nothing, and a
-run the process did not finish is resumed by the ``train_recipe`` call that needs it. A lock file
-(``beside.pid`` in each run's folder) keeps a second process from starting on a run that one is
-already training; ``beside.log`` there holds what the process printed.
+The other process runs ``recipes.train_recipe`` for each seed (without a test curve), so its runs
+are checkpointed in the folders ``train_recipe`` uses: what stops it loses at most the epoch in
+progress, and the ``train_recipe`` call that needs an unfinished run trains the rest. It ignores
+Ctrl+C (interrupting the notebook stops only the notebook's own training; run the cell again and it
+finds the process at work); restarting the kernel stops it. A lock file (``beside.pid`` in each run's
+folder: the process's id, machine and start time) keeps a second process off a run one is already
+training, and ``beside.log`` there holds what the process printed.
+
+Results may differ in the last digits from a run on another number of threads (the sums inside a
+matrix product are split differently), as they do between machines.
 
 Nothing starts (``started`` is False, ``wait`` returns at once and the seeds are trained where
-``train_recipe`` is called) on a GPU, in a rehearsal, with a single core, off POSIX, or when every
-seed's run is already finished.
+``train_recipe`` is called) on a GPU, in a rehearsal, when torch uses one thread, off POSIX, when the
+notebook's own run (``own``) is already finished, or when every seed's run is.
 """
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
+import signal
+import socket
 import sys
 import time
 import traceback
@@ -32,15 +42,31 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_write_text
+from ._io import atomic_write_json
 
 LOCK, LOG = "beside.pid", "beside.log"
 POLL_S = 5.0     # how often wait() looks at the other process's checkpoints
 
 
+def _started_at(pid: int) -> str | None:
+    """When the process started, as the kernel counts it (Linux: /proc/PID/stat, field 22), with the
+    boot's id: together with the machine's name they tell a process from a later one with the same id."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return None              # no /proc (macOS): the id and the machine only
+    return f"{boot}:{fields[19]}"
+
+
+def _identity(pid: int) -> dict:
+    return {"pid": pid, "host": socket.gethostname(), "started": _started_at(pid)}
+
+
 def _alive(pid: int) -> bool:
     """Whether a process with this id is running (POSIX: signal 0 only asks; on Linux an ended process
     that its parent has not yet reaped, a zombie, counts as ended)."""
+    multiprocessing.active_children()          # reaps this process's own ended workers
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,12 +81,19 @@ def _alive(pid: int) -> bool:
 
 
 def _lock_holder(folder: Path) -> int | None:
-    """The id of a live process that holds ``folder``'s lock, else None (a stale lock is ignored)."""
-    try:
-        pid = int((folder / LOCK).read_text().strip())
-    except (OSError, ValueError):
+    """The id of the live process that holds ``folder``'s lock, else None: no lock, or a stale one (its
+    process has ended, or the lock was written on another machine or before a restart, where the id
+    now names another process). Off POSIX, where nothing is started, always None."""
+    if os.name != "posix":
         return None
-    return pid if pid != os.getpid() and _alive(pid) else None
+    try:
+        lock = json.loads((folder / LOCK).read_text())
+        pid = int(lock["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid() or lock.get("host") != socket.gethostname() or not _alive(pid):
+        return None
+    return pid if lock.get("started") == _started_at(pid) else None
 
 
 def _epochs_done(checkpoint: Path) -> int:
@@ -72,11 +105,22 @@ def _epochs_done(checkpoint: Path) -> int:
         return 0
 
 
-def _worker(r, train, name, seeds, root, threads, profile_name):
+def _plain(data) -> tuple:
+    """An ImageData as numpy arrays and plain values: sent through the pipe, not through shared
+    memory (/dev/shm), which a Docker container may have too little of for a whole training set."""
+    return (data.images.numpy(), data.labels.numpy(), list(data.classes), tuple(data.mean), tuple(data.std),
+            data.name)
+
+
+def _worker(r, plain_train, name, seeds, root, threads, profile_name):
     """The other process: train_recipe for each seed on ``threads`` threads, printing to each run's log."""
+    from .data import ImageData
     from .recipes import recipe_run_dir, train_recipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the notebook's Ctrl+C is for the notebook
     os.environ["VITCOURSE_PROFILE"] = profile_name    # the run folders are the notebook's
     torch.set_num_threads(threads)
+    images, labels, classes, mean, std, data_name = plain_train
+    train = ImageData(torch.from_numpy(images), torch.from_numpy(labels), classes, mean, std, data_name)
     for seed in seeds:
         folder = recipe_run_dir(r, train, name=name, seed=seed, root=root)
         folder.mkdir(parents=True, exist_ok=True)
@@ -94,26 +138,27 @@ def _worker(r, train, name, seeds, root, threads, profile_name):
 class Beside:
     """The other process of ``train_beside`` (or none); ``with`` it around the notebook's own training."""
 
-    def __init__(self, r, folders: dict[int, Path], process=None, holder: int | None = None,
-                 threads: tuple[int, int] = (0, 0)):
-        self.recipe, self.folders, self.process, self.holder = r, folders, process, holder
+    def __init__(self, r, folders: dict[int, Path], process=None, holders: set[int] = frozenset(),
+                 threads: tuple[int, int] = (0, 0), why_not: str = ""):
+        self.recipe, self.folders, self.process, self.holders = r, folders, process, set(holders)
         self.own_threads, self.other_threads = threads
+        self.why_not = why_not
         self._saved_threads = None
 
     @property
     def started(self) -> bool:
         """Whether a process (this one's, or an earlier kernel's) is training the seeds."""
-        return self.process is not None or self.holder is not None
+        return self.process is not None or bool(self.holders)
 
     def __repr__(self) -> str:
-        seeds = ", ".join(map(str, self.folders)) or "none"
+        seeds = f"seed{'s' if len(self.folders) != 1 else ''} {', '.join(map(str, self.folders))}"
         if self.process is not None:
-            return (f"Beside(seeds {seeds} in process {self.process.pid} on {self.other_threads} thread(s); "
-                    f"this one on {self.own_threads} thread(s))")
-        if self.holder is not None:
-            return (f"Beside(seeds {seeds} already in process {self.holder}, started earlier; "
-                    f"this one on {self.own_threads} thread(s))")
-        return f"Beside(seeds {seeds}: nothing started; train_recipe trains them where it is called)"
+            return (f"Beside({seeds} training in process {self.process.pid} on {self.other_threads} thread(s); "
+                    f"the notebook trains on {self.own_threads}; its log: beside.log in each run's folder)")
+        if self.holders:
+            return (f"Beside({seeds} already training in process {', '.join(map(str, sorted(self.holders)))}, "
+                    f"started earlier; the notebook trains on {self.own_threads} thread(s))")
+        return f"Beside(nothing started: {self.why_not})"
 
     def __enter__(self) -> "Beside":
         if self.started:                             # share the cores while both train
@@ -129,50 +174,56 @@ class Beside:
     def _running(self) -> bool:
         if self.process is not None:
             return self.process.is_alive()
-        return self.holder is not None and _alive(self.holder)
+        return any(_alive(pid) for pid in self.holders)
 
     def wait(self, progress: bool = True) -> None:
-        """Block until the other process has finished, with one progress bar of its epochs. When it
-        stopped early (an error: its log's last lines are printed), the ``train_recipe`` call that
-        needs a run trains what is left of it."""
+        """Block until the other process has ended, with one progress bar of its epochs. When it stopped
+        before finishing (its log's last lines are printed), the ``train_recipe`` call that needs a run
+        trains what is left of it."""
         if not self.started:
             return
         from tqdm.auto import tqdm
         total = len(self.folders) * self.recipe.epochs
-        done = lambda: sum(min(_epochs_done(f / "checkpoint.pt"), self.recipe.epochs) for f in self.folders.values())
-        n = done()
+
+        def done():
+            return sum(min(_epochs_done(f / "checkpoint.pt"), self.recipe.epochs) for f in self.folders.values())
+
         bar = tqdm(total=total, desc=f"seed(s) {', '.join(map(str, self.folders))} in the other process",
-                   unit="epoch", disable=not progress, initial=n)
-        while n < total and self._running():        # all finished: a recycled pid is not waited for
-            if self.process is not None:
-                self.process.join(POLL_S)               # returns as soon as it ends
-            else:
-                time.sleep(POLL_S)
-            n = done()
-            bar.update(n - bar.n)
-        bar.close()
+                   unit="epoch", disable=not progress, initial=done())
+        try:
+            while self._running():
+                if self.process is not None:
+                    self.process.join(POLL_S)        # returns as soon as it ends
+                else:
+                    time.sleep(POLL_S)
+                bar.update(done() - bar.n)
+        finally:
+            bar.close()
+        code = None
         if self.process is not None:
             self.process.join()
             code, self.process = self.process.exitcode, None
-            if code != 0:
-                unfinished = [f for f in self.folders.values()
-                              if _epochs_done(f / "checkpoint.pt") < self.recipe.epochs]
-                log = (unfinished or list(self.folders.values()))[0] / LOG
-                tail = log.read_text().splitlines()[-15:] if log.exists() else ["(no log)"]
-                print(f"the other process stopped with exit code {code}; the end of {log}:\n  " + "\n  ".join(tail)
-                      + "\ntrain_recipe trains what is left of its runs here.")
-        self.holder = None
+        self.holders = set()
+        unfinished = [f for f in self.folders.values() if _epochs_done(f / "checkpoint.pt") < self.recipe.epochs]
         for folder in self.folders.values():
             if _lock_holder(folder) is None:
                 (folder / LOCK).unlink(missing_ok=True)
+        if unfinished:
+            how = ("ended" if code is None else f"was killed by signal {-code}" if code < 0
+                   else f"stopped with exit code {code}")
+            log = unfinished[0] / LOG
+            tail = log.read_text().splitlines()[-15:] if log.exists() else ["(no log)"]
+            print(f"the other process {how} before it finished; the end of {log}:\n  " + "\n  ".join(tail)
+                  + f"\ntrain_recipe trains what is left of {len(unfinished)} run(s) here.")
 
 
-def train_beside(r, train, *, name: str, seeds, device=None, root=None) -> Beside:
+def train_beside(r, train, *, name: str, seeds, device=None, root=None, own=None) -> Beside:
     """Start ``train_recipe(r, train, name=name, seed=s)`` for each of ``seeds`` (in order) in one other
-    process on half of this process's threads, when that can help (a CPU with two or more threads,
-    POSIX, no rehearsal, some seed unfinished); otherwise start nothing. Returns a ``Beside``: use it
-    as ``with`` around this process's own training (which then gets the other half) and call
-    ``wait()`` before the runs are needed."""
+    process on half of this process's threads, when that can help (a CPU, two or more threads, POSIX,
+    no rehearsal, the notebook's own run ``own`` (its checkpoint file, if given) not yet finished, some
+    seed unfinished); otherwise start nothing and say why. Returns a ``Beside``: use it as ``with``
+    around this process's own training (which then gets the other half) and call ``wait()`` before
+    the runs are needed."""
     from . import rehearsal
     from .recipes import recipe_run_dir
     from .runtime import profile
@@ -182,19 +233,26 @@ def train_beside(r, train, *, name: str, seeds, device=None, root=None) -> Besid
     folders = {s: recipe_run_dir(r, train, name=name, seed=s, root=root) for s in seeds}
     todo = {s: f for s, f in folders.items() if _epochs_done(f / "checkpoint.pt") < r.epochs}
     threads = torch.get_num_threads()
-    if not todo or dev.type != "cpu" or threads < 2 or os.name != "posix" or rehearsal.active():
-        return Beside(r, todo)
-    holders = {_lock_holder(f) for f in todo.values()} - {None}
+    why_not = ("no seed to train" if not folders else "every seed's run is finished" if not todo
+               else f"the device is {dev.type}, not a CPU" if dev.type != "cpu"
+               else "torch uses one thread" if threads < 2 else "not POSIX" if os.name != "posix"
+               else "a rehearsal" if rehearsal.active()
+               else "the notebook's own run is finished" if own is not None and _epochs_done(Path(own)) >= r.epochs
+               else "")
+    if why_not:
+        return Beside(r, todo, why_not=why_not + (": the seeds are trained where train_recipe is called"
+                                                  if todo else ""))
     other = threads // 2
+    holders = {_lock_holder(f) for f in todo.values()} - {None}
     if holders:                                  # an earlier kernel's process is still at it
-        return Beside(r, todo, holder=holders.pop(), threads=(threads - other, other))
+        return Beside(r, todo, holders=holders, threads=(threads - other, other))
     for folder in todo.values():
         folder.mkdir(parents=True, exist_ok=True)
     # daemon: a kernel that shuts down (a restart) stops the process with it; the runs keep their
-    # last checkpoint. A kernel that is killed leaves it running, and the lock says so.
+    # last checkpoint. The lock tells a later kernel whether it still runs.
     process = torch.multiprocessing.get_context("spawn").Process(
-        target=_worker, args=(r, train, name, list(todo), root, other, profile()), daemon=True)
+        target=_worker, args=(r, _plain(train), name, list(todo), root, other, profile()), daemon=True)
     process.start()
     for folder in todo.values():
-        atomic_write_text(f"{process.pid}\n", folder / LOCK)
+        atomic_write_json(_identity(process.pid), folder / LOCK)
     return Beside(r, todo, process=process, threads=(threads - other, other))

@@ -108,17 +108,18 @@ def train_recipe(r: Recipe, train, test=None, *, name: str, seed: int = 0, root=
     from .data import DeviceLoader
     from .runtime import seed_everything
     from .train import fit
+    from .beside import LOCK, _epochs_done, _lock_holder
+    run = recipe_run_dir(r, train, name=name, seed=seed, root=root)
+    holder = _lock_holder(run)
+    if holder is not None and _epochs_done(run / "checkpoint.pt") < r.epochs:
+        raise RuntimeError(f"seed {seed} of this run is being trained by process {holder} (started by train_beside; "
+                           f"its lock is {run / LOCK}): call .wait() on what train_beside returned, or wait for that "
+                           f"process to end, before train_recipe(..., seed={seed}). If no such training is running, "
+                           "delete the lock file")
     seed_everything(seed)
     model = r.build(train)
     loader = DeviceLoader(train, r.batch_size, seed=seed, device=device, **r.augment)
     test_loader = DeviceLoader(test, 1000, shuffle=False, device=device) if test is not None else None
-    run = recipe_run_dir(r, train, name=name, seed=seed, root=root)
-    from .beside import LOCK, _lock_holder
-    holder = _lock_holder(run)
-    if holder is not None:
-        raise RuntimeError(f"seed {seed} of this run is being trained by process {holder} (started by train_beside; "
-                           f"the lock is {run / LOCK}): call .wait() on what train_beside returned, or wait for "
-                           f"that process to end, before train_recipe(..., seed={seed})")
     history = fit(model, loader, test_loader, epochs=r.epochs, **r.fit_args(), val_name="test",
                   checkpoint=run / "checkpoint.pt", progress=progress, device=device)
     return model, history
