@@ -69,6 +69,7 @@ from vitcourse.claims import Claims, paired, regime, rise_noise
 from vitcourse.models import create_model
 from vitcourse.models.vit import LinearPatchEmbedding, PatchEmbedding, ViT, config_of, patchify
 from vitcourse.beside import train_beside
+from vitcourse.checkpoint import read_checkpoint
 from vitcourse.recipes import recipe, recipe_run_dir, train_for_steps, train_recipe
 from vitcourse.study import run_dir
 from vitcourse.train import evaluate, fit, predict
@@ -249,7 +250,7 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 # (Runs on one thread may differ from two-thread runs in the last digits, as runs on two machines do.)
 
 # %%
-SEEDS = budget(smoke=(0, 1), cpu=(0, 1), gpu=(0, 1, 2))     # smoke: two, so CI starts the other process too
+SEEDS = budget(smoke=(0, 1), cpu=(0, 1), gpu=(0, 1, 2))     # smoke: two, so CI starts the process from a kernel
 vitcourse.seed_everything(0)
 model = R.build(train_data)                              # ViT(cfg), sized for the data
 assert model.config == cfg
@@ -261,7 +262,7 @@ init_pos_embed = model.pos_embed.detach().clone()
 # It is the folder `train_recipe(R, train_data, name="03_vit")` uses: chapter 06 loads this model.
 run = recipe_run_dir(R, train_data, name="03_vit")
 ckpt = run / "checkpoint.pt"
-trains_here = not ckpt.exists() or torch.load(ckpt, weights_only=True)["epoch"] < R.epochs   # not just loaded
+trains_here = not ckpt.exists() or read_checkpoint(ckpt)["epoch"] < R.epochs   # not only loaded
 with train_beside(R, train_data, name="03_vit", seeds=SEEDS[1:], device=DEVICE, own=ckpt) as other_seeds:
     print(other_seeds)
     history = fit(model, train_loader, test_loader, epochs=R.epochs, **R.fit_args(), device=DEVICE,

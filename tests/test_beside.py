@@ -1,5 +1,6 @@
 """train_beside: a recipe's other seeds trained in a second process, in the folders train_recipe uses."""
 import os
+import signal
 import subprocess
 import time
 
@@ -83,7 +84,7 @@ def test_a_live_lock_is_waited_for_and_train_recipe_refuses_to_train_beside_it(t
     atomic_write_json(B._identity(holder.pid), folder / B.LOCK)
     try:
         others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
-        assert others.started and others.process is None and others.holders == {holder.pid}
+        assert others.started and others.process is None and set(others.holders) == {holder.pid}
         assert "started earlier" in repr(others)
         with pytest.raises(RuntimeError, match=rf"process {holder.pid}.*\.wait\(\)"):
             train_recipe(RECIPE, train, name="ch", seed=1, root=tmp_path, progress=False, device="cpu")
@@ -101,13 +102,17 @@ def test_stale_locks_do_not_stop_a_start(train, tmp_path, two_threads):
     folder.mkdir(parents=True)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    alive = os.getppid()
-    for lock in (B._identity(dead.pid), {**B._identity(alive), "started": "another boot:1"},
-                 {**B._identity(alive), "host": "another-machine"}):
-        atomic_write_json(lock, folder / B.LOCK)
-        assert B._lock_holder(folder) is None, lock
-    atomic_write_json(B._identity(alive), folder / B.LOCK)
-    assert B._lock_holder(folder) == alive                                   # the same lock, fresh
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        for lock in (B._identity(dead.pid), {**B._identity(alive.pid), "started": "another boot:1"},
+                     {**B._identity(alive.pid), "host": "another-machine"}, {**B._identity(alive.pid), "pid": 0}):
+            atomic_write_json(lock, folder / B.LOCK)
+            assert B._lock_holder(folder) is None, lock
+        atomic_write_json(B._identity(alive.pid), folder / B.LOCK)
+        assert B._lock_holder(folder) == alive.pid                          # the same lock, fresh
+    finally:
+        alive.kill()
+        alive.wait()
     atomic_write_json(B._identity(dead.pid), folder / B.LOCK)
     others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
     assert others.process is not None
@@ -129,12 +134,13 @@ def test_a_killed_process_loses_at_most_an_epoch_and_train_recipe_finishes_the_r
                                                                                     capsys):
     """SIGKILL in the middle of the run: wait() says so, and train_recipe resumes from the last checkpoint
     to the weights of a run never interrupted (both on one thread)."""
-    long = RECIPE.replace(epochs=100)     # far more epochs than the poll below can miss
+    long = RECIPE.replace(epochs=60)      # far more epochs than the 20-ms poll below can miss
     others = B.train_beside(long, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
     ckpt = recipe_run_dir(long, train, name="ch", seed=1, root=tmp_path) / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while B._epochs_done(ckpt) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
+    os.kill(others.process.pid, signal.SIGSTOP)     # held where it is, then killed there
     others.process.kill()
     others.wait(progress=False)
     done_when_killed = B._epochs_done(ckpt)
@@ -146,6 +152,25 @@ def test_a_killed_process_loses_at_most_an_epoch_and_train_recipe_finishes_the_r
     assert len(history.epochs) == long.epochs
     whole, _ = train_recipe(long, train, name="ch", seed=1, root=tmp_path / "whole", progress=False, device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(_weights(resumed), _weights(whole)))
+
+
+def test_a_re_run_finds_the_process_even_when_the_notebooks_own_run_is_finished(train, tmp_path, two_threads):
+    """The cell run again after seed 0 finished: the live process is waited for (not forgotten), and the
+    notebook keeps all its threads."""
+    train_recipe(RECIPE, train, name="ch", seed=0, root=tmp_path, progress=False, device="cpu")
+    own = recipe_run_dir(RECIPE, train, name="ch", seed=0, root=tmp_path) / "checkpoint.pt"
+    folder = recipe_run_dir(RECIPE, train, name="ch", seed=1, root=tmp_path)
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen(["sleep", "60"])
+    atomic_write_json(B._identity(holder.pid), folder / B.LOCK)
+    try:
+        others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path, own=own)
+        assert others.started and set(others.holders) == {holder.pid} and others.own_threads == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    others.wait(progress=False)
+    assert not others.started and "ended" in repr(others)
 
 
 def test_nothing_starts_when_the_notebooks_own_run_is_finished(train, tmp_path, two_threads):

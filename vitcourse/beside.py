@@ -16,7 +16,8 @@ The other process runs ``recipes.train_recipe`` for each seed (without a test cu
 are checkpointed in the folders ``train_recipe`` uses: what stops it loses at most the epoch in
 progress, and the ``train_recipe`` call that needs an unfinished run trains the rest. It ignores
 Ctrl+C (interrupting the notebook stops only the notebook's own training; run the cell again and it
-finds the process at work); restarting the kernel stops it. A lock file (``beside.pid`` in each run's
+finds the process at work, and waits for it even when the notebook's own run is finished);
+restarting the kernel stops it. A lock file (``beside.pid`` in each run's
 folder: the process's id, machine and start time) keeps a second process off a run one is already
 training, and ``beside.log`` there holds what the process printed.
 
@@ -35,6 +36,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
@@ -52,11 +54,11 @@ def _started_at(pid: int) -> str | None:
     """When the process started, as the kernel counts it (Linux: /proc/PID/stat, field 22), with the
     boot's id: together with the machine's name they tell a process from a later one with the same id."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except (OSError, IndexError):
         return None              # no /proc (macOS): the id and the machine only
-    return f"{boot}:{fields[19]}"
+    return f"{boot}:{start}"
 
 
 def _identity(pid: int) -> dict:
@@ -66,6 +68,8 @@ def _identity(pid: int) -> dict:
 def _alive(pid: int) -> bool:
     """Whether a process with this id is running (POSIX: signal 0 only asks; on Linux an ended process
     that its parent has not yet reaped, a zombie, counts as ended)."""
+    if pid <= 0:                               # os.kill(0 or -1, ...) would ask about a whole group
+        return False
     multiprocessing.active_children()          # reaps this process's own ended workers
     try:
         os.kill(pid, 0)
@@ -77,7 +81,7 @@ def _alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return True             # no /proc (macOS): it exists
-    return state != "Z"
+    return state not in ("Z", "X")
 
 
 def _lock_holder(folder: Path) -> int | None:
@@ -91,9 +95,12 @@ def _lock_holder(folder: Path) -> int | None:
         pid = int(lock["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if pid == os.getpid() or lock.get("host") != socket.gethostname() or not _alive(pid):
-        return None
-    return pid if lock.get("started") == _started_at(pid) else None
+    return pid if pid != os.getpid() and _is(pid, lock) else None
+
+
+def _is(pid: int, lock: dict) -> bool:
+    """Whether ``pid`` is still the live process ``lock`` (a ``_identity``) was written for."""
+    return lock.get("host") == socket.gethostname() and _alive(pid) and lock.get("started") == _started_at(pid)
 
 
 def _epochs_done(checkpoint: Path) -> int:
@@ -125,6 +132,8 @@ def _worker(r, plain_train, name, seeds, root, threads, profile_name):
         folder = recipe_run_dir(r, train, name=name, seed=seed, root=root)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / LOG, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
+            for fd in (1, 2):         # C-level output too (OpenMP's warnings), not into the notebook's cell
+                os.dup2(log.fileno(), fd)
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} process {os.getpid()}: seed {seed} on {threads} thread(s)")
             try:
                 train_recipe(r, train, name=name, seed=seed, root=root, progress=False, device="cpu")
@@ -138,9 +147,9 @@ def _worker(r, plain_train, name, seeds, root, threads, profile_name):
 class Beside:
     """The other process of ``train_beside`` (or none); ``with`` it around the notebook's own training."""
 
-    def __init__(self, r, folders: dict[int, Path], process=None, holders: set[int] = frozenset(),
+    def __init__(self, r, folders: dict[int, Path], process=None, holders: dict[int, dict] | None = None,
                  threads: tuple[int, int] = (0, 0), why_not: str = ""):
-        self.recipe, self.folders, self.process, self.holders = r, folders, process, set(holders)
+        self.recipe, self.folders, self.process, self.holders = r, folders, process, dict(holders or {})
         self.own_threads, self.other_threads = threads
         self.why_not = why_not
         self._saved_threads = None
@@ -158,7 +167,7 @@ class Beside:
         if self.holders:
             return (f"Beside({seeds} already training in process {', '.join(map(str, sorted(self.holders)))}, "
                     f"started earlier; the notebook trains on {self.own_threads} thread(s))")
-        return f"Beside(nothing started: {self.why_not})"
+        return f"Beside(nothing started: {self.why_not})" if self.why_not else "Beside(the other process has ended)"
 
     def __enter__(self) -> "Beside":
         if self.started:                             # share the cores while both train
@@ -172,9 +181,9 @@ class Beside:
             self._saved_threads = None
 
     def _running(self) -> bool:
-        if self.process is not None:
-            return self.process.is_alive()
-        return any(_alive(pid) for pid in self.holders)
+        if self.process is not None:    # and not reaped by someone else, which is_alive would not see
+            return self.process.is_alive() and _alive(self.process.pid)
+        return any(_is(pid, lock) for pid, lock in self.holders.items())   # a reused id is not waited for
 
     def wait(self, progress: bool = True) -> None:
         """Block until the other process has ended, with one progress bar of its epochs. When it stopped
@@ -199,17 +208,20 @@ class Beside:
                 bar.update(done() - bar.n)
         finally:
             bar.close()
-        code = None
+        code, ours = None, set(self.holders)
         if self.process is not None:
-            self.process.join()
-            code, self.process = self.process.exitcode, None
-        self.holders = set()
+            self.process.join(POLL_S)
+            code, ours, self.process = self.process.exitcode, {self.process.pid}, None
+        self.holders = {}
         unfinished = [f for f in self.folders.values() if _epochs_done(f / "checkpoint.pt") < self.recipe.epochs]
-        for folder in self.folders.values():
-            if _lock_holder(folder) is None:
-                (folder / LOCK).unlink(missing_ok=True)
+        for folder in self.folders.values():     # its own locks only (another machine's stay)
+            try:
+                if int(json.loads((folder / LOCK).read_text())["pid"]) in ours:
+                    (folder / LOCK).unlink(missing_ok=True)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
         if unfinished:
-            how = ("ended" if code is None else f"was killed by signal {-code}" if code < 0
+            how = ("ended" if not code else f"was killed by signal {-code}" if code < 0
                    else f"stopped with exit code {code}")
             log = unfinished[0] / LOG
             tail = log.read_text().splitlines()[-15:] if log.exists() else ["(no log)"]
@@ -233,26 +245,40 @@ def train_beside(r, train, *, name: str, seeds, device=None, root=None, own=None
     folders = {s: recipe_run_dir(r, train, name=name, seed=s, root=root) for s in seeds}
     todo = {s: f for s, f in folders.items() if _epochs_done(f / "checkpoint.pt") < r.epochs}
     threads = torch.get_num_threads()
+    holders = {}
+    for folder in todo.values():                 # an earlier kernel's process still at it is waited for,
+        pid = _lock_holder(folder)               # whatever else holds
+        if pid is not None:
+            holders[pid] = json.loads((folder / LOCK).read_text())
+    own_done = own is not None and _epochs_done(Path(own)) >= r.epochs
+    if holders:
+        other = 0 if own_done else threads // 2  # nothing of its own to train: the notebook keeps its threads
+        return Beside(r, todo, holders=holders, threads=(threads - other, other))
     why_not = ("no seed to train" if not folders else "every seed's run is finished" if not todo
                else f"the device is {dev.type}, not a CPU" if dev.type != "cpu"
                else "torch uses one thread" if threads < 2 else "not POSIX" if os.name != "posix"
                else "a rehearsal" if rehearsal.active()
-               else "the notebook's own run is finished" if own is not None and _epochs_done(Path(own)) >= r.epochs
-               else "")
+               else "the notebook's own run is finished" if own_done else "")
     if why_not:
         return Beside(r, todo, why_not=why_not + (": the seeds are trained where train_recipe is called"
                                                   if todo else ""))
     other = threads // 2
-    holders = {_lock_holder(f) for f in todo.values()} - {None}
-    if holders:                                  # an earlier kernel's process is still at it
-        return Beside(r, todo, holders=holders, threads=(threads - other, other))
     for folder in todo.values():
         folder.mkdir(parents=True, exist_ok=True)
     # daemon: a kernel that shuts down (a restart) stops the process with it; the runs keep their
     # last checkpoint. The lock tells a later kernel whether it still runs.
+    # Jupyter sends Ctrl+C to the kernel's whole process group: the child ignores it from its birth (an
+    # ignored SIGINT is inherited), and the parent until the locks are written, so that no interrupt
+    # leaves a process without its lock.
     process = torch.multiprocessing.get_context("spawn").Process(
         target=_worker, args=(r, _plain(train), name, list(todo), root, other, profile()), daemon=True)
-    process.start()
-    for folder in todo.values():
-        atomic_write_json(_identity(process.pid), folder / LOCK)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        process.start()
+        for folder in todo.values():
+            atomic_write_json(_identity(process.pid), folder / LOCK)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     return Beside(r, todo, process=process, threads=(threads - other, other))
