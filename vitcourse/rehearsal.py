@@ -168,6 +168,18 @@ def loop_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: in
             "peak_memory_bytes": sum(memory.values())})
 
 
+def unmeasured(policy, device_type: str):
+    """The precision of rehearsal work whose numbers the plan does not read (the steps run on a sliver,
+    evaluations, predictions): the policy's, except bf16 on a CPU without bf16 arithmetic (AVX2 only:
+    emulated there, about 30x slower than fp32), which then runs in fp32. The measured steps keep the
+    policy's precision, so the plan's memory is what the GPU's bf16 would hold."""
+    from .runtime import PRECISIONS
+    if (active() and device_type == "cpu" and policy.name == "bf16"
+            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return PRECISIONS["fp32"]
+    return policy
+
+
 def plan_file() -> Path | None:
     """Where this process appends its training runs: ``$VITCOURSE_PLAN`` (a JSON-lines file), or None."""
     path = os.environ.get("VITCOURSE_PLAN", "").strip()

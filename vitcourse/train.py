@@ -150,7 +150,7 @@ def evaluate(model: nn.Module, loader, loss_fn=None, device=None) -> dict:
     world = distributed.current()
     if world is not None:
         loader = distributed.RankSlices(loader, world, even=False)
-    policy = runtime.precision_for(dev)
+    policy = rehearsal.unmeasured(runtime.precision_for(dev), dev.type)
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     count = torch.zeros((), device=dev, dtype=torch.long)
@@ -176,7 +176,7 @@ def evaluate(model: nn.Module, loader, loss_fn=None, device=None) -> dict:
 def predict(model: nn.Module, loader, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted classes, targets) over ``loader``, on the CPU: for confusion matrices and error plots."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    policy = runtime.precision_for(dev)
+    policy = rehearsal.unmeasured(runtime.precision_for(dev), dev.type)
     preds, targets = [], []
     with runtime.evaluating(model):
         for inputs, y in rehearsal.batches(loader):
@@ -355,8 +355,9 @@ def fit(model: nn.Module, train, val=None, *, epochs: int, lr: float = 1e-3, wei
                         meter = rehearsal.StepMeter(model)
                     else:
                         inputs, targets = rehearsal.sliver(inputs), rehearsal.sliver(targets)
+                step_policy = policy if meter is not None else rehearsal.unmeasured(policy, dev.type)
                 with meter or contextlib.nullcontext():
-                    with policy.autocast(dev.type):
+                    with step_policy.autocast(dev.type):
                         outputs = _call(net, inputs)
                         loss = criterion(outputs, targets, inputs)
                     if meter is not None:
