@@ -96,7 +96,7 @@ def precision_for(dev: torch.device | str | None = None) -> Precision:
     """The precision policy. Decided from the compute capability, not ``is_bf16_supported()``
     (which says yes on a T4, where bf16 is emulated and slow): bf16 on sm80+ (A100, H100...),
     fp16 with a GradScaler below (T4, V100), fp32 on the CPU; in a rehearsal (``vitcourse.rehearsal``)
-    bf16 on the CPU too, as the GPU would run. ``$VITCOURSE_PRECISION`` (fp32, bf16 or fp16) overrides
+    bf16 on the CPU too, as the GPU would run (its unmeasured work: ``rehearsal.unmeasured``). ``$VITCOURSE_PRECISION`` (fp32, bf16 or fp16) overrides
     the policy on any device: to debug a T4's fp16 + GradScaler path on a CPU, or to rule out
     precision when a run goes wrong."""
     from . import rehearsal
