@@ -12,17 +12,10 @@ import time
 import torch
 
 from vitcourse.beside import train_beside
-from vitcourse.data import ImageData
 from vitcourse.recipes import recipe, train_recipe
 
+from .loader import random_images
 from .common import header, interleaved, median, report, spread, table
-
-
-def fashion_shaped(n: int) -> ImageData:
-    g = torch.Generator().manual_seed(0)
-    return ImageData(images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
-                     labels=torch.randint(0, 10, (n,), generator=g), classes=[str(k) for k in range(10)],
-                     mean=(0.29,), std=(0.35,), name="fashion-shaped random")
 
 
 def _nothing(r, data) -> None:
@@ -41,7 +34,7 @@ def start_up_seconds(r, data) -> float:
 
 def run(repeats: int = 3, save: bool = True, quick: bool = False, images: int = 12_800) -> list[dict]:
     r = recipe("vit", "cpu").replace(epochs=1)
-    data = fashion_shaped(1_280 if quick else images)
+    data = random_images(1_280 if quick else images, (1, 28, 28), "fashion-shaped random")
     threads = torch.get_num_threads()
     if threads < 2:
         report(f"### 6. Seeds side by side: skipped ({threads} thread; side by side needs two or more)\n", save)
