@@ -131,7 +131,7 @@ C, H, W = train_data.shape
 print(train_data, "\n", test_data)
 cfg = config_of(R.model, image_size=H, in_channels=C, num_classes=len(train_data.classes))
 fig = analysis.plot_patches(test_data.images[0], cfg.patch_size)
-fig.suptitle(f"{DATASET}: class '{test_data.classes[test_data.labels[0]]}'", y=1.03)
+fig.suptitle(f"{DATASET}: class '{test_data.classes[test_data.labels[0]]}'", y=1.08)
 plt.show()
 
 # %% [markdown]
@@ -235,7 +235,10 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 # chosen, and what wider models or stronger shifts cost, is in `benchmarks/RESULTS.md`
 # (`make bench-accuracy` times it).
 #
-# This run (seed 0) is the model that sections 5-9 read. It is also chapter 06's starting point.
+# This run (seed 0) is the model that sections 5-9 read. It is also chapter 06's starting point,
+# and the first seed of C3c, the course's accuracy target, stated here before it trains: **C3c holds
+# when the mean test accuracy over the seeds is at least 90%** (Fashion-MNIST, cpu profile; 85% on
+# CIFAR-10 in the gpu profile). The next section says why it is judged over seeds.
 #
 # *An aside on speed, which the ViT does not depend on.* C3c (next) needs the same recipe trained with
 # other seeds. On a CPU a second thread speeds one small model's training up by only about 1.3x (its
@@ -294,9 +297,12 @@ print(f"After {R.epochs} epochs: training-batch accuracy {history.last['train_ac
 # So the same recipe is trained again with other seeds (`train_recipe` is the cell above in one
 # call, with its own checkpoint folder per seed), and the target is judged on the mean over seeds:
 # **C3c holds when the mean test accuracy is at least the target**, and the 95% interval of that
-# mean (Student's t over seeds) says whether the verdict could change with more seeds. With two
-# seeds the interval is wide (t = 12.7 for one degree of freedom): that is the honest size of
-# what two runs can tell. Nothing in this chapter is chosen from these runs (no model selection), and
+# mean (Student's t over seeds) says whether the verdict could change with more seeds: the verdict
+# follows the rule on the mean alone, and the interval says how far to trust it. With two seeds the
+# interval is wide (t = 12.7 for one degree of freedom): that is the honest size of what two runs
+# can tell. The cell also prints each seed's training-batch accuracy beside its test accuracy: by
+# section 4's rule, a model that over-fits is 2 points or more better on its training batches; one
+# that is not is held back by the recipe's size and epochs, not by its data. Nothing in this chapter is chosen from these runs (no model selection), and
 # every number is reported on the test split under its name. (The recipe itself was chosen in
 # `benchmarks/RESULTS.md` by comparing test accuracy per epoch: a light use of the test split that a
 # larger study would make on a validation split held out from the training images, as chapter 04
@@ -306,12 +312,12 @@ print(f"After {R.epochs} epochs: training-batch accuracy {history.last['train_ac
 # %%
 TARGET_ACC = budget(smoke=None, cpu=0.90, gpu=0.85)     # the course target, stated before the runs
 other_seeds.wait()               # the other process (if one was started) has trained its seeds
-seed_acc, seed_models = {0: test_acc}, {0: model}
+seed_acc, seed_models, seed_train = {0: test_acc}, {0: model}, {0: history.last["train_acc"]}
 for seed in SEEDS[1:]:           # loaded when the other process trained them, trained here when not
     # No test curve for these runs (only the end is judged): the test set is evaluated once, at the end.
     seed_models[seed], h = train_recipe(R, train_data, name="03_vit", seed=seed, device=DEVICE)
     seed_models[seed].eval()
-    seed_acc[seed] = evaluate(seed_models[seed], test_loader)["acc"]
+    seed_acc[seed], seed_train[seed] = evaluate(seed_models[seed], test_loader)["acc"], h.last["train_acc"]
     print(f"seed {seed}: test accuracy {seed_acc[seed]:.4f} after {sum(e['seconds'] for e in h.epochs) / 60:.1f} min")
 accs = list(seed_acc.values())
 mean_acc = sum(accs) / len(accs)
@@ -322,6 +328,12 @@ if TARGET_ACC is not None and len(accs) > 1:
     print(f"95% interval of the mean: {lo:.4f} to {hi:.4f}; target {TARGET_ACC:.2f}: the mean is "
           f"{'at or above' if mean_acc >= TARGET_ACC else 'below'} it, and the interval "
           f"{'contains it (more seeds could change the verdict)' if lo <= TARGET_ACC <= hi else 'excludes it'}")
+underfit = all(seed_train[s] - seed_acc[s] < 0.02 for s in seed_acc)    # section 4's rule for over-fitting
+fit_line = ", ".join(f"seed {s} {seed_train[s]:.4f} against {seed_acc[s]:.4f}" for s in seed_acc)
+print(f"training-batch against test accuracy: {fit_line}: "
+      + ("no seed over-fits (train less than 2 points above test), so what holds the models back is the "
+         "recipe's size and epochs, not its data" if underfit else "some seed fits its training images "
+         "better than the test images by 2 points or more: over-fitting"))
 
 # %% [markdown]
 # Chapter 00's ResNet on the same training set, for scale (`recipe("resnet")`): it is loaded from
@@ -335,9 +347,9 @@ cnn.eval()
 cnn_seconds = sum(e["seconds"] for e in cnn_history.epochs)
 print("(MFLOPs: millions of floating-point operations per image, 2 per multiply-add; papers usually count "
       "multiply-adds)")
-print(f"{'model':10s} {'parameters':>10s} {'MFLOPs/image':>12s} {'epochs':>6s} {'train min':>9s} {'test acc':>8s}")
-for name, net, hist, secs in (("ViT", model, history, train_seconds), (R_CNN.model, cnn, cnn_history, cnn_seconds)):
-    print(f"{name:10s} {sum(p.numel() for p in net.parameters()):10,d} "
+print(f"{'model':12s} {'parameters':>10s} {'MFLOPs/image':>12s} {'epochs':>6s} {'train min':>9s} {'test acc':>8s}")
+for name, net, hist, secs in (("ViT (seed 0)", model, history, train_seconds), (R_CNN.model, cnn, cnn_history, cnn_seconds)):
+    print(f"{name:12s} {sum(p.numel() for p in net.parameters()):10,d} "
           f"{analysis.forward_flops(net, (C, H, W)) / 1e6:12.1f} {len(hist.epochs):6d} {secs / 60:9.1f} "
           f"{hist.last['test_acc']:8.4f}")
 print("(minutes are this machine's; compare them only roughly"
@@ -345,7 +357,7 @@ print("(minutes are this machine's; compare them only roughly"
          if trains_here and other_seeds.own_threads else ")"))
 cnn_acc = cnn_history.last["test_acc"]
 print(f"The ResNet reaches {cnn_acc:.2%} in {R_CNN.epochs} epochs; the ViT, {mean_acc:.2%} over seeds in {R.epochs}: "
-      f"{'the CNN is ahead by ' + format(cnn_acc - mean_acc, '.2%') if cnn_acc > mean_acc else 'the ViT is level or ahead'} "
+      f"{f'the CNN is ahead by {100 * (cnn_acc - mean_acc):.2f} points' if cnn_acc > mean_acc else 'the ViT is level or ahead'} "
       "at this data size. Chapter 04 measures how that gap moves with the amount of data.")
 
 # %% [markdown]
@@ -409,7 +421,7 @@ if C == 1:
     if below:
         print(f"head(s) {', '.join(map(str, below))} put more weight on the background than uniform attention would")
     print(f"So: {readers} the object "
-          f"more than 5 points above uniform, and the rollout is {rollout_share - uniform_share:+.1%} from uniform: "
+          f"more than 5 points above uniform, and the rollout is {100 * (rollout_share - uniform_share):+.1f} points from uniform: "
           f"{'it concentrates on the object' if rollout_share - uniform_share > 0.05 else 'close to uniform, so its picture says little'} (each rollout map is scaled to its own largest patch, so even a near-uniform "
           "map shows bright spots).")
 else:
@@ -498,16 +510,18 @@ print(f"thresholds: grid-neighbour share >= {T_NEIGHBOUR}, row/column share > {T
 for name, st in [("initialisation", structure_init)] + [(f"trained, seed {k}", v) for k, v in structures.items()]:
     print(f"{name:18s} grid-neighbour share {st['neighbour']:.3f}  row/column share {st['row_column']:.3f}  "
           f"-> {'passes' if st['neighbour'] >= T_NEIGHBOUR and st['row_column'] > T_ROW_COLUMN else 'fails'}")
-print(f"position embedding norm per patch: {init_pos_embed[0, 1:].norm(dim=-1).mean():.2f} at initialisation, "
-      f"{model.pos_embed.detach()[0, 1:].norm(dim=-1).mean().cpu():.2f} after training")
+norm_init = init_pos_embed[0, 1:].norm(dim=-1).mean().item()
+norm_trained = model.pos_embed.detach()[0, 1:].norm(dim=-1).mean().item()
+print(f"position embedding norm per patch: {norm_init:.2f} at initialisation, {norm_trained:.2f} after training "
+      f"({norm_trained / norm_init:.0f}x: the structure was written in by training, over a small random start)")
 
 # %% [markdown]
 # In the figure, high similarity is dark red, none is white (each tile's own patch, similarity 1, is
 # the darkest cell): the numbers count how often the next darkest cell of a tile is one of its
 # neighbours. A second look, to see *which* structure was learned: the mean similarity
 # against distance on the grid (binned to the nearest whole patch, so 1 and the diagonal 1.41 share
-# the first bin; each point is labelled with the number of ordered pairs it averages, every pair
-# counted from both ends, few at the largest distances, which only corners reach), and rows against
+# the first bin; each point is labelled with the number of pairs of patches it averages, few at the
+# largest distances, which only corners reach), and rows against
 # columns. The row/column share of C3a pools the two; the mean similarities below say which one
 # carries it.
 #
@@ -516,10 +530,13 @@ print(f"position embedding norm per patch: {init_pos_embed[0, 1:].norm(dim=-1).m
 # that position, so two positions that usually see the same thing (both the garment, or both the
 # black background) get no reason to differ. On Fashion-MNIST we count, for every pair of patches,
 # how often in the training images both show the object or both show background, and correlate
-# that agreement with the embeddings' similarity, beside the correlation with distance. The same
-# agreement, read as if it were a similarity matrix, also says how much grid the garments' shapes
-# carry by themselves: its own grid-neighbour share is the level an embedding would reach by
-# copying which patches look alike.
+# that agreement with the embeddings' similarity, beside the correlation with distance. Content is
+# not a rival to position here: it is how position gets into the embedding (a patch's position is
+# worth encoding because what appears there depends on it). Two more readings follow from it. The
+# background share per grid row and per grid column says along which direction the content changes
+# most, and so which of rows or columns the embedding should separate. And the agreement matrix,
+# scored by C3a's two statistics as if it were a similarity, is a baseline: the grid that
+# "positions alike when their content is alike" gives by itself, to compare the embeddings with.
 
 # %%
 structure = analysis.position_structure(sim)
@@ -529,10 +546,11 @@ fig, ax = plt.subplots(figsize=(6.5, 3.8))
 ax.plot(dist_bins, by_dist, marker="o", label="trained, seed 0")
 ax.plot(dist_init, by_dist_init, marker="s", ls="--", label="at initialisation")
 for d, v, n in zip(dist_bins, by_dist, counts):
-    ax.annotate(f"{n}", (d, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    ax.annotate(f"{n // 2}", (d, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
 ax.axhline(0, color="gray", lw=0.5)
 ax.set(xlabel="distance between patches (in patches, binned)", ylabel="mean cosine similarity",
        title="position-embedding similarity against distance (labels: pairs per bin)")
+ax.margins(y=0.15)                                      # room for the labels above the points
 ax.legend()
 plt.show()
 low_at = dist_bins[min(range(len(by_dist)), key=by_dist.__getitem__)]
@@ -542,7 +560,7 @@ print(f"mean similarity to the same row {structure['same_row']:+.3f}, same colum
       f"elsewhere {structure['elsewhere']:+.3f} (at initialisation {means_init['same_row']:+.3f}, "
       f"{means_init['same_column']:+.3f}, {means_init['elsewhere']:+.3f})")
 print(f"The similarity goes from {by_dist[0]:+.3f} at distance 1 to its lowest, {min(by_dist):+.3f}, at distance "
-      f"{low_at:.0f}, and ends at {by_dist[-1]:+.3f} for the farthest pairs ({counts[-1]} pairs); patches sharing a "
+      f"{low_at:.0f}, and ends at {by_dist[-1]:+.3f} for the farthest pairs ({counts[-1] // 2} pairs); patches sharing a "
       f"{stronger} are the more alike ({max(structure['same_row'], structure['same_column']):+.3f} against "
       f"{min(structure['same_row'], structure['same_column']):+.3f}).")
 
@@ -565,22 +583,26 @@ if C == 1:
     print("background share per grid row, top to bottom: "
           + " ".join(f"{b:.2f}" for b in background.reshape(g, g).mean(1).tolist()))
     n_pos = g * g
-    print(f"Over all pairs, seed 0's similarity follows the content "
-          f"{'more' if abs(corr_content) > abs(corr_distance) else 'less'} than a linear trend with distance (the curve "
-          f"above is not linear, and content and distance overlap: neighbours usually show the same thing). Read as "
-          f"if it were an embedding's similarity, the content agreement alone already shows a grid: a neighbour share "
-          f"of {content_share:.2f} ({round(content_share * n_pos)} of {n_pos} positions) and a row/column share of "
-          f"{content_rc:.2f}, so it would pass both thresholds itself. The trained embeddings have neighbour shares of "
-          + ", ".join(f"{st['neighbour']:.2f} ({round(st['neighbour'] * n_pos)} of {n_pos})" for st in structures.values())
-          + f" (one position more or less is {1 / n_pos:.2f}) and row/column shares of "
-          + ", ".join(f"{st['row_column']:.2f}" for st in structures.values()) + ": "
-          + ("on the neighbour share a little more grid than the content alone gives, "
-             if min(st["neighbour"] for st in structures.values()) > content_share else
-             "on the neighbour share no more grid than the content alone gives, ")
-          + ("and on the row/column share more too."
-             if min(st["row_column"] for st in structures.values()) > content_rc else
-             "and on the row/column share less. This run cannot split what the embeddings learned about position "
-             "from what the garments' shapes put into them."))
+    by_col, by_row = background.reshape(g, g).mean(0), background.reshape(g, g).mean(1)
+    spread = {"column": (by_col.max() - by_col.min()).item(), "row": (by_row.max() - by_row.min()).item()}
+    varies = max(spread, key=spread.get)                   # the direction in which the content changes most
+    other = "row" if varies == "column" else "column"
+    print(f"Background varies more from one {varies} to the next (a spread of {spread[varies]:.2f} across the "
+          f"{varies}s, {spread[other]:.2f} across the {other}s), so patches in one {other} differ more in content "
+          f"than patches in one {varies}: the embeddings' stronger direction, the same {stronger}, "
+          + ("is the one the content predicts." if stronger == varies else "is not the one the content predicts."))
+    more_grid = all(st["neighbour"] > content_share for st in structures.values())
+    print(f"The content baseline, scored as a similarity: grid-neighbour share {content_share:.2f} "
+          f"({round(content_share * n_pos)} of {n_pos} positions), row/column share {content_rc:.2f}. The trained "
+          "embeddings: " + ", ".join(f"{st['neighbour']:.2f} ({round(st['neighbour'] * n_pos)} of {n_pos})"
+                                     for st in structures.values())
+          + " and " + ", ".join(f"{st['row_column']:.2f}" for st in structures.values())
+          + f" (one position is {1 / n_pos:.2f}): "
+          + ("more neighbour structure than the content alone gives, so the embeddings learned the grid beyond "
+             "copying which patches look alike." if more_grid else
+             "no more neighbour structure than the content alone gives: this run does not show grid structure "
+             "beyond what copying which patches look alike would give."))
+
 
 # %% [markdown]
 # ## 7. Mean attention distance per head (ViT figure 7, right)
@@ -648,8 +670,11 @@ print(f"The least selective head spreads its weight at {selectivity.max():.0%} o
       f"selective at {selectivity.min():.0%}: "
       + ("the heads barely select at all, so there is no local/global split to find (SL-ViT's 'smooth attention' "
          "on small data, chapter 06)." if selectivity.min() > 0.9 else
-         "some heads do select, so where they do not prefer near patches (the correlations above) they select "
-         "by content, not by distance."))
+         "some heads do select, and where they do not prefer near patches (the correlations above) they select "
+         "by something other than distance: what a patch shows, or fixed positions. "
+         f"The most selective layer on average, layer {selectivity.mean(1).argmin().item() + 1}, has distance "
+         f"correlations from {corr[selectivity.mean(1).argmin()].min():+.2f} to "
+         f"{corr[selectivity.mean(1).argmin()].max():+.2f}."))
 vitcourse.seed_everything(0)
 untrained = R.build(train_data).to(DEVICE).eval()            # the same model before training
 attentions_init = analysis.attention_maps(untrained, images)
@@ -696,10 +721,14 @@ except ValueError as err:
 # **ViT 3.2 holds** when the higher-resolution fine-tuning is at least **0.5 points** better, and the
 # 95% interval of the difference, paired image by image over the test set, lies above 0. (FixRes's
 # table 1 reports +1 to +2 points for testing a ResNet-50 above its training size; half of the
-# smallest is an effect a learner would call one. It is a borrowed scale: FixRes measures another
-# effect, the object-size mismatch of zooming crops, which this translation-only pre-training does
-# not have.) One pre-training seed: the interval covers the
-# test images' sampling noise, not the noise of another training run.
+# smallest is an effect a learner would call one. It is a borrowed scale: FixRes measures a related
+# effect, the object-size mismatch of zooming crops.) That effect works *for* the paper and *against*
+# this run. ImageNet pipelines, the reference ViT code's among them, pre-train on zooming random
+# crops, in which objects look larger than in the full test image: a higher fine-tuning resolution
+# also undoes that mismatch. Our pre-training uses translations only, so the move to the full size
+# *creates* a mismatch: every garment covers more patches than anything the model saw, and the
+# fine-tuning must undo that first. One pre-training seed: the interval covers the test images'
+# sampling noise, not the noise of another training run (section 4's seeds show how large that is).
 #
 # **Regime**: the claim is about fine-tunings that have adapted to their resolution, so both must be
 # near convergence: each test curve (evaluated `FT_EVALS` times during fine-tuning; nothing is
@@ -878,12 +907,16 @@ print(f"Plainly: the {LOW_SIZE}-px model alone scores {acc['low']:.2%} for {cost
 # (`FT_LR_HIGH`, half the recipe's; the same steps, data order and test curve) moves the model
 # further. **Reading**: when the higher rate closes at least half of what the first pair lacked of
 # the claim's +0.5 points, i.e. d_high - d >= (0.005 - d) / 2 for the paired differences d and
-# d_high, the result is consistent with a first fine-tuning too gentle for the arm that adapts;
-# otherwise this measurement does not show it. Either way, when the paired 95% interval of the
-# change d_high - d contains that bar, the cell says the measurement cannot decide. ViT 3.2 itself stays judged on the first
-# pair, whose settings were fixed before it ran. (A higher rate for the same steps costs one more pair;
-# twice the steps, the other way to give the adapting arm more, would cost two: that one is left as
-# an experiment at the end of the chapter.)
+# d_high, the first fine-tuning was too gentle for the arm that adapts: it had not reached what
+# that arm can reach, so the claim's regime (fine-tunings that have adapted) was not reached, and the
+# ViT 3.2 verdict says so. The convergence check above cannot see this: it reads the curve where
+# the schedule has annealed the rate, and a curve at a rate near 0 is flat whether or not the model
+# has adapted. (This rule was added after a reader of an earlier run pointed that out; the numbers
+# it reads are those of the runs the rule did not yet exist for.) Otherwise this measurement does
+# not show the fine-tuning too gentle. The paired 95% interval of the change d_high - d says how
+# sure either reading is. ViT 3.2's own numbers stay those of the first pair, whose settings were
+# fixed before it ran. (A higher rate for the same steps costs one more pair; twice the steps, the
+# other way to give the adapting arm more, would cost two: that one is exercise 6 at the end.)
 
 # %%
 FT_LR_HIGH = 5 * FT_LR
@@ -922,24 +955,23 @@ print(f"{H} px minus {LOW_SIZE} px: {points(vit32.mean)} at learning rate {FT_LR
       f"{points(change.mean)}, 95% interval {100 * (change.mean - change.half_width):+.2f} to "
       f"{100 * (change.mean + change.half_width):+.2f} (paired over the test images); the rule needs "
       f"{100 * closed_needed:+.2f}.")
+sure = (f"the change's 95% interval, {100 * (change.mean - change.half_width):+.2f} to "
+        f"{100 * (change.mean + change.half_width):+.2f} points, "
+        + ("contains the bar, so another pre-training seed could read the other way" if undecided
+           else "lies on one side of the bar"))
 if vit32.mean >= 0.005:
     why_vit32 = "the first pair already shows the gain; the higher rate is a check that it is not an accident of the rate"
 elif gentle:
-    why_vit32 = (f"the higher rate moved the difference by {points(change.mean)}, at least the {100 * closed_needed:.2f} "
-                 "the rule asks: consistent with a first fine-tuning too gentle for the arm that changes grid")
+    why_vit32 = (f"regime not reached: at 5x the rate the {H}-px arm gains {points(moved[H])} and the {LOW_SIZE}-px "
+                 f"arm {points(moved[LOW_SIZE])}, so the gap shrinks from {points(vit32.mean)} to "
+                 f"{points(vit32_high.mean)}; the change, {points(change.mean)}, closes "
+                 f"{change.mean / (0.005 - vit32.mean):.0%} of what the first pair lacked (the rule asks 50%): the first "
+                 f"fine-tuning was too gentle for the arm that changes grid; {sure}")
 else:
-    why_vit32 = (f"by the rule fixed before the run, not shown: the higher rate moved the difference by "
-                 f"{points(change.mean)}, less than the {100 * closed_needed:.2f} it asks. The gap "
-                 f"{'narrowed' if abs(vit32_high.mean) < abs(vit32.mean) else 'did not narrow'}, from "
-                 f"{points(vit32.mean)} to {points(vit32_high.mean)}, and the {H}-px arm moved "
-                 f"{'more' if moved[H] > moved[LOW_SIZE] else 'less'} than the {LOW_SIZE}-px one ({points(moved[H])} "
-                 f"against {points(moved[LOW_SIZE])}), its curve rising {points(rise_high)} in the checked window "
-                 f"(bound +0.50 points). Neither cause is settled: the higher rate did not show a too-gentle "
-                 f"fine-tuning, and the resolution is not shown to be what loses")
-if vit32.mean < 0.005:
-    why_vit32 += (f". It closed {change.mean / (0.005 - vit32.mean):.0%} of what the first pair lacked (the rule asks 50%), "
-                  + ("and the change's interval contains the bar: this measurement cannot decide; exercise 6 (twice the "
-                     "steps) is the one that would" if undecided else "and the change's interval lies on one side of it"))
+    why_vit32 = (f"the higher rate does not show a too-gentle fine-tuning: the change of the difference, "
+                 f"{points(change.mean)}, closes {change.mean / (0.005 - vit32.mean):.0%} of what the first pair "
+                 f"lacked (the rule asks 50%); at 5x the rate the {H}-px arm moves {points(moved[H])} and the "
+                 f"{LOW_SIZE}-px arm {points(moved[LOW_SIZE])}; {sure}")
 print("Reading:", why_vit32 + ".")
 
 # %% [markdown]
@@ -963,8 +995,9 @@ print("Reading:", why_vit32 + ".")
 # seed: the interval covers the test images' sampling noise, not the noise of another training run. The bar is
 # lower than ViT 3.2's 0.5 because this change costs no training at all: testing at another size is
 # free, so a smaller gain is still worth having. It trains one more model, a pre-training run as long
-# as the one above (about 3 minutes on a 2-core laptop), which the cpu profile leaves out because
-# the chapter already runs over its 30-minute budget there: set `RUN_FIXRES = True` to run it.
+# as the one above (its time is printed there), which the cpu profile leaves out to keep the chapter
+# inside its 30-minute budget on a 2-core laptop, most of which the rest of the chapter takes: set
+# `RUN_FIXRES = True` to run it.
 # (Testing the control, trained without zooming crops, at a larger size makes each garment larger
 # in pixels than anything it saw in training: that creates the size mismatch FixRes removes, so the
 # control is expected to lose.)
@@ -1117,11 +1150,18 @@ both = min(trained_shift.values())
 within = {name: accs_k[0] - accs_k[both] for name, accs_k in shift_acc.items()}
 print(f"From 0 to {SHIFTS[-1]} px (a shift of {SHIFTS[-1] / cfg.patch_size:g} patch) the ViT loses {100 * drop['ViT']:.1f} "
       f"percentage points of accuracy and the ResNet {100 * drop[R_CNN.model]:.1f}. Within the shifts both were "
-      f"trained on (up to {both} px): ViT {100 * within['ViT']:.1f}, ResNet {100 * within[R_CNN.model]:.1f} points. "
+      f"trained on (up to {both} px) they lose: ViT {100 * within['ViT']:.1f}, ResNet {100 * within[R_CNN.model]:.1f} "
+      "points (a negative loss is a gain). "
       f"Training shifts: ViT up to {trained_shift['ViT']} px, ResNet up to {trained_shift[R_CNN.model]} px"
       f"{' with flips' if R_CNN.augment.get('flip') else ''}.")
 
 # %% [markdown]
+# What to see: the dotted lines mark the largest shift each model was trained on. The fair
+# comparison is to the right of both lines, at shifts neither model saw in training: there, what
+# each keeps is what its architecture gives it (the line above prints both drops). The expectation
+# from section 9: a convolution's translation equivariance carries over to shifts it never saw,
+# while the ViT knows only the shifts its augmentation showed it.
+#
 # The price of learning the inductive bias from data is paid in data, once, in pre-training. The ViT paper's
 # transfer table (source 003, table 2) shows the other side: with enough data (JFT-300M), ViT-H/14
 # reaches 88.55% on ImageNet and 99.50% on CIFAR-10 for **2.5k TPUv3-core-days** of pre-training,
@@ -1162,12 +1202,14 @@ claims.add("C3a", "learned position embeddings show 2-D row/column structure",
                      + f" (needs > {T_ROW_COLUMN:.2f}, chance {null['row_column_share'].mean():.2f}); at "
                      f"initialisation {structure_init['neighbour']:.2f} and {structure_init['row_column']:.2f}. Seed 0's "
                      f"mean similarity: same row {structure['same_row']:+.2f}, same column {structure['same_column']:+.2f}, "
-                     f"elsewhere {structure['elsewhere']:+.2f}"
-                     + (f". Second measurement: how often two patches show the same thing, read as a similarity, scores "
-                        f"{content_share:.2f} and {content_rc:.2f}: it would pass too, so the thresholds do not separate "
-                        f"position from content (the trained row/column shares are "
-                        f"{'below' if max(st['row_column'] for st in structures.values()) < content_rc else 'not below'} "
-                        f"the content's)" if C == 1 else "")),
+                     f"elsewhere {structure['elsewhere']:+.2f}: mainly along {stronger}s"
+                     + (f". Second measurement, the content baseline (how often two patches show the same thing, "
+                        f"scored as a similarity): grid-neighbour share {content_share:.2f}, row/column share "
+                        f"{content_rc:.2f}; the embeddings' neighbour shares are "
+                        f"{'above' if more_grid else 'not above'} it; background varies most across the "
+                        f"{varies}s" + (f", which is why same-{stronger} patches are the more alike"
+                                        if stronger == varies else "")
+                        if C == 1 else "")),
            holds=all(passes_c3a(st) for st in structures.values()) and not passes_either(structure_init))
 claims.add("C3b", "early layers mix local and global heads",
            measured=f"regime not reached (the paper's local early heads come with large-scale pre-training, Raghu et "
@@ -1180,24 +1222,25 @@ claims.add("C3b", "early layers mix local and global heads",
 if TARGET_ACC is not None:
     lo_acc, hi_acc = mean_acc - to_target.half_width, mean_acc + to_target.half_width
     interval = (f"95% interval {lo_acc:.2%} to {hi_acc:.2%}"
-                + (f", which contains the target: {len(accs)} seeds cannot decide" if lo_acc <= TARGET_ACC <= hi_acc
+                + (f", which contains the target: more seeds could change the verdict" if lo_acc <= TARGET_ACC <= hi_acc
                    else "") if len(accs) > 1 else "one seed: no interval")
     claims.add("C3c", f"course target (not a paper claim): a ViT trained from scratch on {DATASET} reaches "
                f"{TARGET_ACC:.0%} test accuracy",
                measured=(f"mean {mean_acc:.2%} over {len(accs)} seeds ({', '.join(f'{a:.2%}' for a in accs)}), "
-                         f"{interval}; {R.epochs} epochs, {n_params / 1e3:.0f}k parameters. Chapter 00's ResNet: "
-                         f"{cnn_acc:.2%} in {R_CNN.epochs} epochs"),
+                         f"{interval}; {R.epochs} epochs, {n_params / 1e3:.0f}k parameters; training-batch against "
+                         f"test accuracy {fit_line}: "
+                         + ("no over-fitting, the recipe's size and epochs hold it back" if underfit else "over-fitting")
+                         + f". Chapter 00's ResNet: {cnn_acc:.2%} in {R_CNN.epochs} epochs"),
                holds=mean_acc >= TARGET_ACC)
 claims.add("ViT 3.2", "fine-tuning at a higher resolution than pre-training beats fine-tuning at it",
            measured=ft_regime.note(
                f"pre-trained at {LOW_SIZE} px, then {FT_STEPS} steps ({FT_EPOCHS} epochs) of continued training on the "
-               f"same data at peak learning rate {FT_LR:.0e} (cosine to 0, so the convergence check is partly the "
-               f"schedule's): at {H} px {acc['fine-tuned full']:.2%}, at {LOW_SIZE} px {acc['fine-tuned low']:.2%} "
-               f"({points(vit32.mean)}, 95% interval over test images {100 * (vit32.mean - vit32.half_width):+.2f} to "
-               f"{100 * (vit32.mean + vit32.half_width):+.2f}; needs >= +0.50 points). The {LOW_SIZE}-px model alone: "
-               f"{acc['low']:.2%} for {cost['low'] / cost['native']:.0%} of the native model's compute "
-               f"(native model: {acc['native']:.2%}). At 5x the fine-tuning rate: {points(vit32_high.mean)}; "
-               + why_vit32),
+               f"same data at peak learning rate {FT_LR:.0e}: at {H} px {acc['fine-tuned full']:.2%}, at {LOW_SIZE} px "
+               f"{acc['fine-tuned low']:.2%} ({points(vit32.mean)}, 95% interval over test images "
+               f"{100 * (vit32.mean - vit32.half_width):+.2f} to {100 * (vit32.mean + vit32.half_width):+.2f}; needs "
+               f">= +0.50 points). The {LOW_SIZE}-px model alone: {acc['low']:.2%} for "
+               f"{cost['low'] / cost['native']:.0%} of the native model's compute (native: {acc['native']:.2%}). "
+               f"Second measurement, 5x the fine-tuning rate: " + why_vit32),
            holds=vit32.mean >= 0.005 and vit32.mean - vit32.half_width > 0)
 if fixres is not None:
     claims.add("FixRes", "after RandomResizedCrop training, a test resolution above the training one is better",

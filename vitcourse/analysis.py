@@ -144,7 +144,7 @@ def mean_attention_distance(attentions, model, patch_size: int | None = None) ->
 
 def position_embedding_similarity(model, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
     """Cosine similarity between the position embedding of every patch and every other (ViT figure 7,
-    left). Returns (g, g, g, g): [r, c] is the g x g map of similarities of patch (r, c) to all.
+    centre). Returns (g, g, g, g): [r, c] is the g x g map of similarities of patch (r, c) to all.
     ``model``: the ViT (or its number of prefix tokens); ``pos_embed``: the (1, prefix + N, D)
     embedding to read, by default the model's own (pass a saved copy, e.g. the one at initialisation)."""
     if pos_embed is None:
