@@ -957,7 +957,7 @@ print(f"{H} px minus {LOW_SIZE} px: {points(vit32.mean)} at learning rate {FT_LR
       f"{100 * closed_needed:+.2f}.")
 sure = (f"the change's 95% interval, {100 * (change.mean - change.half_width):+.2f} to "
         f"{100 * (change.mean + change.half_width):+.2f} points, "
-        + ("contains the bar, so another pre-training seed could read the other way" if undecided
+        + ("contains the bar, so the test images' sampling noise alone could put it on the other side" if undecided
            else "lies on one side of the bar"))
 if vit32.mean >= 0.005:
     why_vit32 = "the first pair already shows the gain; the higher rate is a check that it is not an accident of the rate"
