@@ -621,7 +621,10 @@ if C == 1:
 # and its verdict says "regime not reached". **C3b holds** when, in layers 1-2, the smallest mean
 # attention distance of a head is at most half the largest (a clearly local head beside a global
 # one), for every trained seed. The dashed line in the figure is uniform attention (every patch equally), which sets the
-# scale: a head at that line does not prefer near or far.
+# scale: a head at that line does not prefer near or far. The bar is calibrated on constructed heads,
+# printed first: a head that spreads its weight evenly over its 3x3 or its 5x5 neighbourhood (1 or 2
+# patches each way, cut at the border), against uniform attention. A ratio of at most 0.5 means some
+# early head is about as local as the 5x5 one while another looks as far as uniform attention.
 #
 # The mean distance mixes two things: where a head looks and how spread its weights are (a head that
 # looks at one far patch and a head spread evenly can have the same mean). The correlation between
@@ -638,6 +641,13 @@ def head_distances(net):
 distances = {seed: head_distances(m) for seed, m in seed_models.items()}
 distance = distances[0]
 uniform = analysis.patch_distances(cfg.grid_size, cfg.patch_size).mean().item()
+# C3b's bar, calibrated: heads that attend evenly to the patches at most k rows and k columns away.
+rc = torch.stack(torch.meshgrid(torch.arange(cfg.grid_size), torch.arange(cfg.grid_size), indexing="ij"), -1)
+apart = (rc.reshape(-1, 1, 2) - rc.reshape(1, -1, 2)).abs().amax(-1)        # (N, N) patches apart, either axis
+for k in (1, 2):
+    local = analysis.mean_attention_distance((apart <= k).float()[None, None], 0, patch_size=cfg.patch_size).item()
+    print(f"constructed head on its {2 * k + 1}x{2 * k + 1} neighbourhood: {local:.1f} px, {local / uniform:.2f} of "
+          f"uniform attention's {uniform:.1f} px")
 fig = analysis.plot_attention_distance(distance, cfg.patch_size, cfg.grid_size,
                                        title=f"mean attention distance, seed 0, {N_ANALYSIS} test images")
 plt.show()
@@ -671,7 +681,7 @@ print(f"The least selective head spreads its weight at {selectivity.max():.0%} o
       + ("the heads barely select at all, so there is no local/global split to find (SL-ViT's 'smooth attention' "
          "on small data, chapter 06)." if selectivity.min() > 0.9 else
          "some heads do select, and where they do not prefer near patches (the correlations above) they select "
-         "by something other than distance: what a patch shows, or fixed positions. "
+         "by something other than a linear preference for distance (what a patch shows, an offset or a row, or the class token: not measured here). "
          f"The most selective layer on average, layer {selectivity.mean(1).argmin().item() + 1}, has distance "
          f"correlations from {corr[selectivity.mean(1).argmin()].min():+.2f} to "
          f"{corr[selectivity.mean(1).argmin()].max():+.2f}."))
@@ -898,7 +908,7 @@ print(f"Plainly: the {LOW_SIZE}-px model alone scores {acc['low']:.2%} for {cost
 #
 # ### Is the first fine-tuning too gentle? The same pair at a higher learning rate
 #
-# A second measurement, to show why ViT 3.2 fails here, stated before it runs. The arm that moves to the new grid starts well below
+# A second measurement, to look for why ViT 3.2 fails here. The arm that moves to the new grid starts well below
 # the other (the table's "run at full size, not fine-tuned" row) and must adapt its patch embedding
 # and position embedding to patches that show the garment at a new scale; the arm that stays only
 # continues training. If the first pair's fine-tuning was too gentle for that (its learning rate
@@ -907,13 +917,11 @@ print(f"Plainly: the {LOW_SIZE}-px model alone scores {acc['low']:.2%} for {cost
 # (`FT_LR_HIGH`, half the recipe's; the same steps, data order and test curve) moves the model
 # further. **Reading**: when the higher rate closes at least half of what the first pair lacked of
 # the claim's +0.5 points, i.e. d_high - d >= (0.005 - d) / 2 for the paired differences d and
-# d_high, the first fine-tuning was too gentle for the arm that adapts: it had not reached what
-# that arm can reach, so the claim's regime (fine-tunings that have adapted) was not reached, and the
-# ViT 3.2 verdict says so. The convergence check above cannot see this: it reads the curve where
-# the schedule has annealed the rate, and a curve at a rate near 0 is flat whether or not the model
-# has adapted. (This rule was added after a reader of an earlier run pointed that out; the numbers
-# it reads are those of the runs the rule did not yet exist for.) Otherwise this measurement does
-# not show the fine-tuning too gentle. The paired 95% interval of the change d_high - d says how
+# d_high, the result is consistent with a first fine-tuning too gentle for the arm that adapts (the
+# convergence check above cannot see that: it reads the curve where the schedule has annealed the
+# rate, and a curve at a rate near 0 is flat whether or not the model has adapted). It is a
+# diagnostic, not a verdict: ViT 3.2 stays judged on the first pair, under the regime check stated
+# before it ran. Otherwise this measurement does not show the fine-tuning too gentle. The paired 95% interval of the change d_high - d says how
 # sure either reading is. ViT 3.2's own numbers stay those of the first pair, whose settings were
 # fixed before it ran. (A higher rate for the same steps costs one more pair; twice the steps, the
 # other way to give the adapting arm more, would cost two: that one is exercise 6 at the end.)
@@ -962,11 +970,11 @@ sure = (f"the change's 95% interval, {100 * (change.mean - change.half_width):+.
 if vit32.mean >= 0.005:
     why_vit32 = "the first pair already shows the gain; the higher rate is a check that it is not an accident of the rate"
 elif gentle:
-    why_vit32 = (f"regime not reached: at 5x the rate the {H}-px arm gains {points(moved[H])} and the {LOW_SIZE}-px "
+    why_vit32 = (f"at 5x the rate the {H}-px arm gains {points(moved[H])} and the {LOW_SIZE}-px "
                  f"arm {points(moved[LOW_SIZE])}, so the gap shrinks from {points(vit32.mean)} to "
                  f"{points(vit32_high.mean)}; the change, {points(change.mean)}, closes "
-                 f"{change.mean / (0.005 - vit32.mean):.0%} of what the first pair lacked (the rule asks 50%): the first "
-                 f"fine-tuning was too gentle for the arm that changes grid; {sure}")
+                 f"{change.mean / (0.005 - vit32.mean):.0%} of what the first pair lacked (the rule asks 50%): consistent with a "
+                 f"first fine-tuning too gentle for the arm that changes grid, though the gap is still negative; {sure}")
 else:
     why_vit32 = (f"the higher rate does not show a too-gentle fine-tuning: the change of the difference, "
                  f"{points(change.mean)}, closes {change.mean / (0.005 - vit32.mean):.0%} of what the first pair "
