@@ -68,6 +68,14 @@ def test_mean_attention_distance_to_right_neighbour_is_one_patch():
     assert A.mean_attention_distance(a, 1, patch_size=5).item() == pytest.approx(5.0)
 
 
+def test_patches_apart_counts_rows_or_columns_whichever_is_more():
+    apart = A.patches_apart(3)
+    assert apart.shape == (9, 9) and torch.equal(apart, apart.T) and torch.equal(apart.diagonal(), torch.zeros(9, dtype=apart.dtype))
+    assert apart[0, 8].item() == 2 and apart[0, 4].item() == 1 and apart[4, 1].item() == 1   # corner, diagonal, edge
+    assert (apart[4] <= 1).all()                       # the centre's 3x3 neighbourhood is the whole 3x3 grid
+    assert (A.patches_apart(7)[0] <= 1).sum().item() == 4   # a corner's 3x3 neighbourhood is cut to 2x2
+
+
 def test_position_similarity_of_structured_embedding():
     # Embeddings that encode (row, column) smoothly: neighbours are more similar than far patches.
     g = 5

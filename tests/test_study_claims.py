@@ -143,6 +143,14 @@ def test_late_rise_reads_the_last_fifth_of_a_curve():
         late_rise([450, 500], [0.5, 0.6], fraction=0.2)
 
 
+def test_late_window_is_wider_than_a_fifth_when_evaluations_are_few():
+    from vitcourse.claims import late_rise, late_window, regime
+    steps = [234, 468, 702, 936]                     # four evaluations: 0.8 * 936 = 748.8, so 702 is read
+    assert late_window(steps) == (702, 936)
+    assert late_rise(steps, [0.5, 0.6, 0.7, 0.74]) == pytest.approx(0.04)
+    assert "from step 702 to 936" in regime(steps, {"a": [0.5, 0.6, 0.7, 0.74]}, 0.005).report("C")
+
+
 def test_regime_needs_every_arm_converged_and_limited_by_data():
     from vitcourse.claims import regime
     steps = [200, 400, 600, 800, 1000]

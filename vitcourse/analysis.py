@@ -109,11 +109,23 @@ def attention_entropy(attentions, query: int | None = None) -> torch.Tensor:
     return torch.stack(out)
 
 
+def grid_coordinates(grid_size: int) -> torch.Tensor:
+    """(N, 2) (row, column) of the patches of a g x g grid, in row-major order (the token order)."""
+    rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
+    return torch.stack([rows.flatten(), cols.flatten()], -1)
+
+
 def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
     """(N, N) Euclidean distances in pixels between the centres of the patches of a g x g grid."""
-    ij = torch.stack(torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij"), -1)
-    centres = ij.reshape(-1, 2).float() * patch_size
+    centres = grid_coordinates(grid_size).float() * patch_size
     return torch.cdist(centres, centres)
+
+
+def patches_apart(grid_size: int) -> torch.Tensor:
+    """(N, N) how many patches apart two patches of a g x g grid are along either axis (the Chebyshev
+    distance): ``patches_apart(g) <= k`` is each patch's (2k+1) x (2k+1) neighbourhood, cut at the border."""
+    rc = grid_coordinates(grid_size)
+    return (rc[:, None] - rc[None]).abs().amax(-1)
 
 
 def mean_attention_distance(attentions, model, patch_size: int | None = None) -> torch.Tensor:
@@ -162,8 +174,7 @@ def position_structure(similarity: torch.Tensor) -> dict:
     correlation; same_row against same_column says whether one direction was learned more than the
     other (ViT figure 7 shows both)."""
     g = similarity.shape[0]
-    r, c = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
-    r, c = r.flatten(), c.flatten()
+    r, c = grid_coordinates(g).unbind(-1)
     sim = similarity.reshape(g * g, g * g).cpu()
     same_row, same_col = r[:, None] == r[None], c[:, None] == c[None]
     eye = torch.eye(g * g, dtype=torch.bool)

@@ -100,20 +100,32 @@ def paired(a, b) -> Paired:
     return Paired(diffs, mean, (var / n) ** 0.5, t_critical(n - 1))
 
 
+def late_window(steps, fraction: float = 0.2) -> tuple:
+    """The (from, to) steps that ``late_rise`` compares: the last point of the curve at or before step
+    ``(1 - fraction) * steps[-1]``, and the last point. With few evaluations the window is wider than
+    ``fraction`` (e.g. evaluations at 234, 468, 702 and 936 read 702 to 936, the last 25%)."""
+    steps = list(steps)
+    if len(steps) < 2:
+        raise ValueError(f"a late window needs a curve of at least 2 points; got {len(steps)} (evaluate more often "
+                         "during training)")
+    cut = (1 - fraction) * steps[-1]
+    earlier = [s for s in steps if s <= cut]
+    if not earlier:
+        raise ValueError(f"no point of the curve lies at or before step {cut:g}: evaluate more often")
+    return earlier[-1], steps[-1]
+
+
 def late_rise(steps, values, fraction: float = 0.2) -> float:
     """How much ``values`` (a learning curve at ``steps``) rose over the last ``fraction`` of the steps:
-    the last value minus the value at the last point at or before step ``(1 - fraction) * steps[-1]``.
-    A run near convergence rises little there; "test accuracy rose less than 0.5 points over the last
-    20% of steps" is ``late_rise(steps, acc) < 0.005``."""
+    the last value minus the value at the start of ``late_window(steps, fraction)``. A run near
+    convergence rises little there; "test accuracy rose less than 0.5 points over the last 20% of
+    steps" is ``late_rise(steps, acc) < 0.005``."""
     steps, values = list(steps), list(values)
     if len(steps) != len(values) or len(steps) < 2:
         raise ValueError(f"late_rise needs a curve of at least 2 points with one value per step; got {len(steps)} "
                          f"steps and {len(values)} values (evaluate more often during training)")
-    cut = (1 - fraction) * steps[-1]
-    earlier = [i for i, s in enumerate(steps) if s <= cut]
-    if not earlier:
-        raise ValueError(f"no point of the curve lies at or before step {cut:g}: evaluate more often")
-    return values[-1] - values[earlier[-1]]
+    start, _ = late_window(steps, fraction)
+    return values[-1] - values[max(i for i, s in enumerate(steps) if s <= start)]
 
 
 def rise_noise(accuracy: float, images: int, runs: int = 1) -> float:
@@ -137,6 +149,7 @@ class Regime:
     gap: dict | None = None     # arm -> clean train - test accuracy
     overfit: float | None = None
     measure: str = "test accuracy"   # what the curves measure, for the report
+    window: tuple | None = None      # the (from, to) steps the rise is read over (late_window)
 
     @property
     def converged(self) -> bool:
@@ -157,8 +170,10 @@ class Regime:
     def report(self, claim: str) -> str:
         """One line per arm with both conditions, then the verdict for ``claim``."""
         lines, width = [], max(len(str(arm)) for arm in self.rise)
+        where = (f"from step {self.window[0]:,} to {self.window[1]:,} (the evaluations bracketing the last 20% of steps; "
+                 if self.window else "over the last 20% of steps (")
         for arm, rise in self.rise.items():
-            line = f"{arm:{width}s} {self.measure} rose {rise:+.4f} over the last 20% of steps (regime: < {self.plateau})"
+            line = f"{arm:{width}s} {self.measure} rose {rise:+.4f} {where}regime: < {self.plateau})"
             if self.gap is not None:
                 line += f"; clean train - test {self.gap[arm]:+.4f} (regime: >= {self.overfit})"
             lines.append(line)
@@ -186,7 +201,11 @@ def regime(steps, curves: dict, plateau: float, gaps: dict | None = None, overfi
         if rehearsal.active() and min(len(steps), len(curve)) < 2:
             return float("nan")  # a rehearsal cuts every run after its first stretch: no curve to judge
         return late_rise(steps, curve)
-    return Regime({arm: rise(c) for arm, c in curves.items()}, plateau, gaps, overfit, measure)
+    try:
+        window = late_window(steps)
+    except ValueError:      # a rehearsal's cut curve (the rises above are nan); a real short curve raised already
+        window = None
+    return Regime({arm: rise(c) for arm, c in curves.items()}, plateau, gaps, overfit, measure, window)
 
 
 @dataclass
