@@ -2,6 +2,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -128,6 +129,36 @@ def test_threads_come_back_when_the_notebooks_training_raises(train, tmp_path, t
             raise KeyboardInterrupt
     assert torch.get_num_threads() == 2
     others.wait(progress=False)
+
+
+def test_on_epoch_end_gives_the_threads_back_once_the_other_process_has_ended(train, tmp_path, two_threads):
+    others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+    assert others.process is not None
+    with others:
+        assert torch.get_num_threads() == 1
+        others.wait(progress=False)
+        others.on_epoch_end(1, None)                 # as fit calls it after an epoch
+        assert torch.get_num_threads() == 2 and others.own_threads == 2
+    assert torch.get_num_threads() == 2
+
+
+def test_a_second_start_waits_its_turn(train, tmp_path, two_threads):
+    """A kernel that holds the runs folder's start lock (here a subprocess) is let finish first: the
+    second train_beside looks at the run locks only after the first has released it."""
+    released = tmp_path / "released"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, time\n"
+         f"f = open({str(tmp_path / '.beside.lock')!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True)\n"
+         f"time.sleep(1); open({str(released)!r}, 'w').close(); fcntl.flock(f, fcntl.LOCK_UN); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        others = B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path)
+        assert released.exists()                     # it could not look before the holder let go
+        others.wait(progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_killed_process_loses_at_most_an_epoch_and_train_recipe_finishes_the_run(train, tmp_path, two_threads,

@@ -19,7 +19,13 @@ Ctrl+C (interrupting the notebook stops only the notebook's own training; run th
 finds the process at work, and waits for it even when the notebook's own run is finished);
 restarting the kernel stops it. A lock file (``beside.pid`` in each run's
 folder: the process's id, machine and start time) keeps a second process off a run one is already
-training, and ``beside.log`` there holds what the process printed.
+training, and ``beside.log`` there holds what the process printed. Two kernels that start at the same
+moment take turns (``.beside.lock`` in the runs folder, held from the check to the written locks), so
+the second finds the first's process instead of starting its own.
+
+While both train, the notebook runs on half its threads. If the other process ends first, pass
+``on_epoch_end=others.on_epoch_end`` to ``fit``: from the next epoch the notebook has all its threads
+back (otherwise it gets them back when the ``with`` block ends).
 
 Results may differ in the last digits from a run on another number of threads (the sums inside a
 matrix product are split differently), as they do between machines.
@@ -39,7 +45,7 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
@@ -101,6 +107,29 @@ def _lock_holder(folder: Path) -> int | None:
 def _is(pid: int, lock: dict) -> bool:
     """Whether ``pid`` is still the live process ``lock`` (a ``_identity``) was written for."""
     return lock.get("host") == socket.gethostname() and _alive(pid) and lock.get("started") == _started_at(pid)
+
+
+@contextmanager
+def _turn(root: Path):
+    """Hold ``root/.beside.lock`` (an exclusive ``flock``, freed by the system when the holder dies): one
+    kernel at a time goes from reading the run locks to writing its own. Where the file system has no
+    locks (some network drives), the turn is not taken and a start at the same instant can still race."""
+    handle = None
+    try:
+        import fcntl
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / ".beside.lock", "a")
+    except (ImportError, OSError):
+        pass
+    if handle is None:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield                                  # closing the file frees the lock
 
 
 def _epochs_done(checkpoint: Path) -> int:
@@ -180,6 +209,13 @@ class Beside:
             torch.set_num_threads(self._saved_threads)
             self._saved_threads = None
 
+    def on_epoch_end(self, epoch=None, history=None) -> None:
+        """For ``fit(..., on_epoch_end=others.on_epoch_end)``: once the other process has ended, the
+        notebook's training gets all its threads back from its next epoch."""
+        if self._saved_threads is not None and not self._running():
+            torch.set_num_threads(self._saved_threads)
+            self.own_threads, self.other_threads = self._saved_threads, 0
+
     def _running(self) -> bool:
         if self.process is not None:    # and not reaped by someone else, which is_alive would not see
             return self.process.is_alive() and _alive(self.process.pid)
@@ -236,12 +272,19 @@ def train_beside(r, train, *, name: str, seeds, device=None, root=None, own=None
     seed unfinished); otherwise start nothing and say why. Returns a ``Beside``: use it as ``with``
     around this process's own training (which then gets the other half) and call ``wait()`` before
     the runs are needed."""
-    from . import rehearsal
-    from .recipes import recipe_run_dir
-    from .runtime import profile
     from .workspace import runs_root
     dev = torch.device(device) if device is not None else torch.device("cpu")
     root = Path(root if root is not None else runs_root()).resolve()
+    could_start = dev.type == "cpu" and os.name == "posix"
+    with _turn(root) if could_start else nullcontext():   # another kernel's start ends before this one looks
+        return _start(r, train, name, seeds, root, dev, own)
+
+
+def _start(r, train, name, seeds, root, dev, own) -> Beside:
+    """train_beside's check and start, taken in turn (``_turn``)."""
+    from . import rehearsal
+    from .recipes import recipe_run_dir
+    from .runtime import profile
     folders = {s: recipe_run_dir(r, train, name=name, seed=s, root=root) for s in seeds}
     todo = {s: f for s, f in folders.items() if _epochs_done(f / "checkpoint.pt") < r.epochs}
     threads = torch.get_num_threads()
