@@ -19,6 +19,7 @@ process's own random stream.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 
@@ -82,6 +83,12 @@ def teardown() -> None:
     """Leave the process group (after every DDP module is released: see ``fit``)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        # Why collect now: with torch 2.14's gloo, objects of the group still held by reference cycles
+        # were freed during interpreter finalisation, where their threads could not be joined, and the
+        # process aborted after its work was done ("terminate called without an active exception",
+        # SIGABRT; 2 exits in 12 on a loaded machine). Freed here, while the interpreter is whole, they
+        # shut down cleanly (0 in 20).
+        gc.collect()
 
 
 def device_for(world: World | None, requested: torch.device) -> torch.device:
