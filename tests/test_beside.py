@@ -139,7 +139,11 @@ def test_on_epoch_end_gives_the_threads_back_once_the_other_process_has_ended(tr
         others.wait(progress=False)
         others.on_epoch_end(1, None)                 # as fit calls it after an epoch
         assert torch.get_num_threads() == 2 and others.own_threads == 2
+        others.on_epoch_end(2, None)
+        others.on_epoch_end(3, None)
     assert torch.get_num_threads() == 2
+    # Epoch 1 trained on the one thread it was given; the later epochs on both.
+    assert others.threads_used() == "1 thread in epoch 1, 2 threads in epochs 2-3"
 
 
 def test_a_second_start_waits_its_turn(train, tmp_path, two_threads):

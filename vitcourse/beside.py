@@ -182,6 +182,7 @@ class Beside:
         self.own_threads, self.other_threads = threads
         self.why_not = why_not
         self._saved_threads = None
+        self.epoch_threads: list[tuple[int, int]] = []   # (epoch, threads it trained on), by on_epoch_end
 
     @property
     def started(self) -> bool:
@@ -212,9 +213,23 @@ class Beside:
     def on_epoch_end(self, epoch=None, history=None) -> None:
         """For ``fit(..., on_epoch_end=others.on_epoch_end)``: once the other process has ended, the
         notebook's training gets all its threads back from its next epoch."""
+        self.epoch_threads.append((epoch if epoch is not None else len(self.epoch_threads) + 1,
+                                   torch.get_num_threads()))
         if self._saved_threads is not None and not self._running():
             torch.set_num_threads(self._saved_threads)
             self.own_threads, self.other_threads = self._saved_threads, 0
+
+    def threads_used(self) -> str:
+        """The thread counts the notebook's epochs trained on, as on_epoch_end saw them: e.g.
+        "1 thread in epochs 1-12, 2 threads in epochs 13-16"."""
+        spans: list[list[int]] = []                        # [first epoch, last epoch, threads]
+        for epoch, n in self.epoch_threads:
+            if spans and spans[-1][2] == n and spans[-1][1] == epoch - 1:
+                spans[-1][1] = epoch
+            else:
+                spans.append([epoch, epoch, n])
+        return ", ".join(f"{n} thread{'s' * (n != 1)} in epoch{'s' * (a != b)} {a}{f'-{b}' * (a != b)}"
+                         for a, b, n in spans)
 
     def _running(self) -> bool:
         if self.process is not None:    # and not reaped by someone else, which is_alive would not see
