@@ -144,6 +144,9 @@ def test_on_epoch_end_gives_the_threads_back_once_the_other_process_has_ended(tr
     assert torch.get_num_threads() == 2
     # Epoch 1 trained on the one thread it was given; the later epochs on both.
     assert others.threads_used() == "1 thread in epoch 1, 2 threads in epochs 2-3"
+    # wait() forgets the process, but not that the notebook trained beside it (its timing line says so).
+    assert not others.started and others.shared
+    assert not B.train_beside(RECIPE, train, name="ch", seeds=(1,), device="cpu", root=tmp_path).shared
 
 
 def test_a_second_start_waits_its_turn(train, tmp_path, two_threads):
@@ -234,3 +237,56 @@ def test_alive_tells_a_live_process_from_an_ended_one():
     ended = subprocess.Popen(["true"])
     ended.wait()
     assert not B._alive(ended.pid)
+
+
+def _trained_alone(seed, threads, steps=6):
+    """A small model and the loss after `steps` steps of its own seeded batches, trained on `threads` threads."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    g = torch.Generator().manual_seed(100 + seed)
+    batches = [(torch.randn(64, 16, generator=g), torch.randint(0, 4, (64,), generator=g)) for _ in range(steps)]
+
+    def job():
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        seen = torch.get_num_threads()
+        for x, y in batches:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item(), seen
+    return job
+
+
+def test_side_by_side_runs_jobs_on_a_share_of_the_threads_with_the_results_of_plain_calls(two_threads):
+    alone = [_trained_alone(s, 2)()[0] for s in (0, 1)]
+    results = B.side_by_side(_trained_alone(0, 1), _trained_alone(1, 1))
+    assert [seen for _, seen in results] == [1, 1] and B.threads_each(2) == 1   # each thread on one of the two
+    assert [loss for loss, _ in results] == pytest.approx(alone, rel=1e-5)   # as if called one by one
+    assert torch.get_num_threads() == 2                       # given back
+
+
+def test_side_by_side_runs_in_series_where_threads_cannot_help(two_threads, monkeypatch):
+    assert [seen for _, seen in B.side_by_side(_trained_alone(0, 1), _trained_alone(1, 1), device="cuda")] == [2, 2]
+    assert B.threads_each(2, "cuda") == 0 and B.threads_each(1) == 0
+    monkeypatch.setenv("VITCOURSE_REHEARSAL", "1")
+    assert [seen for _, seen in B.side_by_side(_trained_alone(0, 1), _trained_alone(1, 1))] == [2, 2]
+    monkeypatch.delenv("VITCOURSE_REHEARSAL")
+    torch.set_num_threads(1)
+    assert [seen for _, seen in B.side_by_side(_trained_alone(0, 1), _trained_alone(1, 1))] == [1, 1]
+
+
+def test_side_by_side_raises_a_jobs_error_after_the_others_have_ended(two_threads):
+    finished = []
+
+    def fails():
+        raise ValueError("bad size")
+
+    def slow():
+        time.sleep(0.3)
+        finished.append(True)
+        return 1
+    with pytest.raises(RuntimeError, match="job 0 .*fails") as err:
+        B.side_by_side(fails, slow)
+    assert isinstance(err.value.__cause__, ValueError) and finished == [True]
+    assert torch.get_num_threads() == 2

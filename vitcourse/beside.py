@@ -1,4 +1,5 @@
-"""A recipe's other seeds trained in a second process while the notebook trains its own (CPU only).
+"""A recipe's other seeds trained in a second process while the notebook trains its own, and other
+trainings side by side in threads (CPU only).
 
 On a CPU, a second thread speeds one small model's training up by only about 1.3x (the matrices
 are too small to share well), so two one-thread runs side by side finish two seeds sooner than one
@@ -33,6 +34,10 @@ matrix product are split differently), as they do between machines.
 Nothing starts (``started`` is False, ``wait`` returns at once and the seeds are trained where
 ``train_recipe`` is called) on a GPU, in a rehearsal, when torch uses one thread, off POSIX, when the
 notebook's own run (``own``) is already finished, or when every seed's run is.
+
+``side_by_side(job_a, job_b)`` is the same idea for trainings that are not a recipe's seeds (chapter
+03's low-resolution pre-trainings and fine-tunings): the notebook's own functions, run in two Python
+threads of the notebook's process on one torch thread each, their results returned in order.
 """
 from __future__ import annotations
 
@@ -183,6 +188,7 @@ class Beside:
         self.why_not = why_not
         self._saved_threads = None
         self.epoch_threads: list[tuple[int, int]] = []   # (epoch, threads it trained on), by on_epoch_end
+        self.shared = False     # whether a ``with`` block ran beside the other process (still True after wait)
 
     @property
     def started(self) -> bool:
@@ -201,6 +207,7 @@ class Beside:
 
     def __enter__(self) -> "Beside":
         if self.started:                             # share the cores while both train
+            self.shared = True
             self._saved_threads = torch.get_num_threads()
             torch.set_num_threads(self.own_threads)
         return self
@@ -340,3 +347,69 @@ def _start(r, train, name, seeds, root, dev, own) -> Beside:
         if main_thread:
             signal.signal(signal.SIGINT, previous)
     return Beside(r, todo, process=process, threads=(threads - other, other))
+
+
+def threads_each(jobs: int, device=None) -> int:
+    """The torch threads each of ``jobs`` jobs trains on in ``side_by_side``, or 0 where they run one
+    after the other (see there)."""
+    from . import rehearsal
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    threads = torch.get_num_threads()
+    if jobs < 2 or dev.type != "cpu" or threads < jobs or rehearsal.active():
+        return 0
+    return threads // jobs
+
+
+def side_by_side(*jobs, device=None) -> list:
+    """Run the zero-argument functions ``jobs`` (trainings, say) at the same time, one Python thread
+    each on an equal share of torch's threads, and return their results in order.
+
+    The reason is this module's: on a CPU, two one-thread trainings of a small model side by side
+    finish sooner than one after the other on two threads. PyTorch lets go of Python's global lock
+    inside its kernels, so threads are enough here: no second process, and a job may be any function
+    of the notebook. Where that cannot help (not a CPU, fewer torch threads than jobs, one job) and in
+    a rehearsal (whose measurements of each run's first step are not for two at once), the jobs run
+    one after the other in this thread, as plain calls would.
+
+    The threads share the global random generator, which they would draw from in an order of their
+    own: build each job's model before it starts (outside the job) and give each its own loader
+    (``DeviceLoader(seed=...)`` draws from its own generators), so that the results do not depend on
+    how the threads take turns. A job's exception is raised here once every job has stopped.
+    A thread cannot be stopped from outside: after Ctrl+C the jobs run to their end (their
+    checkpoints keep what they trained), and then the interrupt is raised; a second Ctrl+C leaves
+    them running in the background, where running the cell again would train a second copy of each."""
+    threads, each = torch.get_num_threads(), threads_each(len(jobs), device)
+    if not each:
+        return [job() for job in jobs]
+    results, errors = [None] * len(jobs), [None] * len(jobs)
+
+    def run(i):
+        try:
+            results[i] = jobs[i]()
+        except BaseException as err:            # raised in the caller's thread, below
+            errors[i] = err
+
+    # A new thread takes torch's thread count the first time it runs an operation: set it first.
+    torch.set_num_threads(each)
+    workers = [threading.Thread(target=run, args=(i,), name=f"side_by_side-{i}", daemon=True)
+               for i in range(len(jobs))]
+    try:
+        for w in workers:
+            w.start()
+        try:
+            for w in workers:
+                while w.is_alive():
+                    w.join(0.5)            # a short join: Ctrl+C reaches this thread in between
+        except KeyboardInterrupt:
+            print(f"interrupted: the {sum(w.is_alive() for w in workers)} job(s) still running cannot be "
+                  "stopped from outside; waiting for them to end (Ctrl+C again leaves them running)",
+                  file=sys.stderr)
+            for w in workers:
+                w.join()
+            raise
+    finally:
+        torch.set_num_threads(threads)
+    for i, err in enumerate(errors):
+        if err is not None:
+            raise RuntimeError(f"side_by_side: job {i} ({getattr(jobs[i], '__name__', jobs[i])!r}) failed") from err
+    return results
