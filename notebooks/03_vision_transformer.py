@@ -265,7 +265,9 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 # seed's run folder). Interrupting this cell stops only seed 0; run it again and it resumes seed 0
 # and finds the other process still at work; restarting the kernel stops both, and each run resumes
 # from its last checkpoint. On a GPU it starts nothing, and C3c trains the seeds one after another.
-# (Runs on one thread may differ from two-thread runs in the last digits, as runs on two machines do.)
+# (A run on one thread can end slightly differently from the same run on two, as runs on two
+# machines do: the sums inside a matrix product are split differently, and training carries such
+# last-digit differences on.)
 
 # %%
 SEEDS = budget(smoke=(0, 1), cpu=(0, 1), gpu=(0, 1, 2))     # smoke: two, so CI starts the process from a kernel
@@ -829,9 +831,11 @@ except ValueError as err:
 # with the recipe's translations, and the one FixRes (the end of this section) needs, with zooming
 # crops; then it fine-tunes at each size at both learning rates. On a CPU two one-thread trainings
 # side by side finish sooner than one after the other on two threads (section 4), so `side_by_side`
-# runs them in pairs, in two threads of this process (on a GPU, one after the other). Each gets what
-# it would get alone: its model is built before the threads start and its loader has its own random
-# generator, so only the last digits can differ, as between thread counts.
+# runs them in pairs, in two threads of this process (on a GPU, one after the other). Each starts
+# from what it would start from alone: its model is built before the threads start and its loader
+# has its own random generator. What can differ is the thread count: on one thread the sums inside a
+# matrix product are split differently, and training carries such last-digit differences on, so the
+# same run on two threads can end a few tenths of a point away, as a run on another machine does.
 
 # %%
 LOW_GRID = budget(smoke=2, cpu=5, gpu=6)                      # the pre-training grid (cfg.grid_size at full size)

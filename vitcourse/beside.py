@@ -28,8 +28,8 @@ While both train, the notebook runs on half its threads. If the other process en
 ``on_epoch_end=others.on_epoch_end`` to ``fit``: from the next epoch the notebook has all its threads
 back (otherwise it gets them back when the ``with`` block ends).
 
-Results may differ in the last digits from a run on another number of threads (the sums inside a
-matrix product are split differently), as they do between machines.
+Results may differ from a run on another number of threads (the sums inside a matrix product are
+split differently, and training carries such last-digit differences on), as they do between machines.
 
 Nothing starts (``started`` is False, ``wait`` returns at once and the seeds are trained where
 ``train_recipe`` is called) on a GPU, in a rehearsal, when torch uses one thread, off POSIX, when the
