@@ -166,8 +166,8 @@ TABLE_1 = {"vit_base_patch16_224": 86e6, "vit_large_patch16_224": 307e6, "vit_hu
 counted = dict((r[0], r[5]) for r in rows)
 print("against the paper's Table 1: " + ", ".join(f"{n.split('_')[1]} {counted[n] / 1e6:.1f}M here, {v / 1e6:.0f}M there"
                                                   for n, v in TABLE_1.items())
-      + " (ours count a 1,000-class head and the 224-px position table; the paper does not say what its counts "
-        "include, so differences of a few million are a matter of what is counted)")
+      + " (the paper does not say what its counts include, e.g. which head, so differences of a few million "
+        "are a matter of what is counted)")
 assert dict((r[0], r[5]) for r in rows)["vit_base_patch16_224"] == 86_567_656
 
 # %% [markdown]
@@ -241,8 +241,8 @@ print("logits", tuple(logits.shape), "| attention per layer", tuple(attentions[0
 # pixel or so as augmentation (`R.augment`). A ViT has to *learn* that a shifted image is the same
 # image (section 9): the translations show it. The whole data set sits in memory on the device
 # (`DeviceLoader`), and augmentation is batched there too. How the cpu profile's model (64 wide,
-# 4 layers, 16 epochs: about 35 s an epoch on both threads of a quiet 2-core laptop, about 55 s on
-# the one thread it gets while seed 1 trains beside it, as below; this run's own time is printed)
+# 4 layers, 16 epochs: about 35-45 s an epoch on both threads of a quiet 2-core laptop, about 55-70 s
+# on the one thread it gets while seed 1 trains beside it, as below; this run's own times are printed)
 # was chosen, and what wider models or stronger shifts cost, is in `benchmarks/RESULTS.md`
 # (`make bench-accuracy` times it). After training, the cell compares the training-batch accuracy
 # with the test accuracy. The rule, here and in C3c: a model that is **2 points or more** better on
@@ -320,9 +320,11 @@ print(f"After {R.epochs} epochs: training-batch accuracy {history.last['train_ac
 # can tell. The cell also prints each seed's training-batch accuracy beside its test accuracy, read
 # by section 4's 2-point rule for over-fitting. That rule reads a running mean over augmented
 # batches, so a second measurement follows: each seed's accuracy on 10,000 of its own training
-# images, un-augmented, against its test accuracy. **Under-fitting** is read when that gap is below
-# 2 points for every seed: the model then does no better on images it trained on than on new ones,
-# so a shortfall comes from capacity or training length, not from memorising. Nothing in this chapter is chosen from these runs (no
+# images, un-augmented, against its test accuracy. **Under-fitting** is read when, for every seed,
+# that accuracy is itself below the target and less than 2 points above test: the model then
+# cannot reach the target even on images it trained on, and does hardly better on them than on new
+# ones, so a shortfall comes from capacity or training length, not from memorising. (Within 2 points
+# but at the target on its training images is neither: a good fit; the cell reads each seed.) Nothing in this chapter is chosen from these runs (no
 # model selection), and every number is reported on the test split under its name. (The recipe itself was chosen in
 # `benchmarks/RESULTS.md` by comparing test accuracy per epoch: a light use of the test split that a
 # larger study would make on a validation split held out from the training images, as chapter 04
@@ -356,13 +358,22 @@ print(f"training-batch against test accuracy: {fit_line}: "
          "more: over-fitting"))
 seen = D.DeviceLoader(D.subset(train_data, min(10_000, len(train_data))), 500, shuffle=False, device=DEVICE)
 seen_acc = {s: evaluate(seed_models[s], seen)["acc"] for s in seed_models}
-underfit = all(seen_acc[s] - seed_acc[s] < 0.02 for s in seed_models)
+close = all(seen_acc[s] - seed_acc[s] < 0.02 for s in seed_models)
+# Below the target on its own training images (1e-6: an accuracy of exactly 90.00% is at the target).
+short = [s for s in seed_models if TARGET_ACC is not None and seen_acc[s] < TARGET_ACC - 1e-6]
+underfit = close and len(short) == len(seed_models)
+fit_reading = ("some seed does 2 points or more better on its own training images: it has begun to memorise them"
+               if not close else
+               "under-fitting (below the target even on its own training images, and less than 2 points above test, "
+               "in every seed): more capacity or more epochs, not regularisation, is what the shortfall asks for"
+               if underfit else
+               "less than 2 points above test in every seed; " + ", ".join(f"seed {s}" for s in short)
+               + " below the target even on its own training images (under-fitting), "
+               + ", ".join(f"seed {s}" for s in seed_models if s not in short) + " at or above it (a good fit)"
+               if short else "less than 2 points above test in every seed, and at or above the target on its "
+                             "training images: a good fit")
 print("on 10,000 of the training images, un-augmented, against test: "
-      + ", ".join(f"seed {s} {seen_acc[s]:.4f} against {seed_acc[s]:.4f}" for s in seed_models) + ": "
-      + ("under-fitting (less than 2 points apart in every seed): the model does hardly better on its own "
-         "training images than on new ones, so more capacity or more epochs, not regularisation, is what a shortfall asks for"
-         if underfit else "some seed does 2 points or more better on its own training images: it has begun to "
-         "memorise them"))
+      + ", ".join(f"seed {s} {seen_acc[s]:.4f} against {seed_acc[s]:.4f}" for s in seed_models) + ": " + fit_reading)
 
 # %% [markdown]
 # Chapter 00's ResNet on the same training set, for scale (`recipe("resnet")`): it is loaded from
@@ -386,7 +397,7 @@ print("(minutes are this machine's; compare them only roughly"
          if trains_here and other_seeds.shared and other_seeds.epoch_threads else ")"))
 cnn_acc = cnn_history.last["test_acc"]
 print(f"The ResNet reaches {cnn_acc:.2%} in {R_CNN.epochs} epochs; the ViT, {mean_acc:.2%} over seeds in {R.epochs}: "
-      f"{f'the CNN is ahead by {100 * (cnn_acc - mean_acc):.2f} points' if cnn_acc > mean_acc else 'the ViT is level or ahead'} "
+      f"{f'the CNN (one run) is ahead of the ViT mean by {100 * (cnn_acc - mean_acc):.2f} points' if cnn_acc > mean_acc else 'the ViT is level or ahead'} "
       "at this data size. Chapter 04 measures how that gap moves with the amount of data.")
 
 # %% [markdown]
@@ -568,6 +579,8 @@ print(f"position embedding norm per patch: {norm_init:.2f} at initialisation, {n
 # most, and so which of rows or columns the embedding should separate. And the agreement matrix,
 # scored by C3a's two statistics as if it were a similarity, is a baseline: the grid that
 # "positions alike when their content is alike" gives by itself, to compare the embeddings with.
+# The baseline is descriptive: it does not enter C3a's verdict (the rule above stands), and the
+# claims table says beside the verdict whether each share is above it.
 
 # %%
 structure = analysis.position_structure(sim)
@@ -782,10 +795,12 @@ except ValueError as err:
 # 95% interval of the difference, paired image by image over the test set, lies above 0. (Paired:
 # both models answer the same test images, so the interval is built from each image's difference,
 # right minus right, and the luck of which images are hard cancels; its half-width is about 1.96 standard
-# errors of that mean difference.) (FixRes's
+# errors of that mean difference.) The cell prints where the interval sits: "gain of 0.005 shown" (both
+# conditions met), "below the threshold" (even its upper end is under 0.5 points) or "inconclusive" (it reaches
+# the bar, and the gain is not shown); FixRes's cell prints the same for its bar. (FixRes's
 # table 1 reports +1 to +2 points for testing a ResNet-50 above its training size; half of the
 # smallest is an effect a learner would call one. It is a borrowed scale: FixRes measures a related
-# effect, the object-size mismatch of zooming crops.) That effect works *for* the paper and *against*
+# effect, the object-size mismatch of zooming crops.) That mismatch works *for* the paper and *against*
 # this run. ImageNet pipelines, the reference ViT code's among them, pre-train on zooming random
 # crops, in which objects look larger than in the full test image: a higher fine-tuning resolution
 # also undoes that mismatch. Our pre-training uses translations only, so the move to the full size
@@ -810,7 +825,7 @@ except ValueError as err:
 #
 # **Second measurement, stated here because its runs train in the next cell.** Should ViT 3.2
 # fail, is the first fine-tuning too gentle? The arm that moves to the new grid starts well below
-# the other (the table's "run at full size, not fine-tuned" row) and must adapt its patch embedding
+# the other (the table's "the same, run at full size (interpolated)" row) and must adapt its patch embedding
 # and position embedding to patches that show the garment at a new scale; the arm that stays only
 # continues training. If the first pair's fine-tuning was too gentle for that (its learning rate
 # is a tenth of the recipe's, and its cosine brings it to 0, so a flat end of the curve can mean
@@ -820,10 +835,12 @@ except ValueError as err:
 # the claim's +0.5 points, i.e. d_high - d >= (0.005 - d) / 2 for the paired differences d and
 # d_high, the result is consistent with a first fine-tuning too gentle for the arm that adapts (the
 # convergence check above cannot see that: it reads the curve where the schedule has annealed the
-# rate, and a curve at a rate near 0 is flat whether or not the model has adapted). It is a
+# rate, and a curve at a rate near 0 is flat whether or not the model has adapted). Otherwise this
+# measurement does not show the fine-tuning too gentle. The mean decides between the two readings;
+# the paired 95% interval of the change d_high - d says how sure either is (when it contains the bar,
+# the test images' noise alone could flip the reading), and it leaves out a rerun's noise. It is a
 # diagnostic, not a verdict: ViT 3.2 stays judged on the first pair, under the regime check stated
-# before it ran. Otherwise this measurement does not show the fine-tuning too gentle. The paired 95% interval of the change d_high - d says how
-# sure either reading is. ViT 3.2's own numbers stay those of the first pair, whose settings were
+# before it ran; the cell also prints d_high against ViT 3.2's bar. ViT 3.2's own numbers stay those of the first pair, whose settings were
 # fixed before it ran. (A higher rate for the same steps costs one more pair; twice the steps, the
 # other way to give the adapting arm more, would cost two: that one is exercise 6 at the end.)
 #
@@ -899,7 +916,8 @@ def plot_fine_tuning(ax, histories, label, ls="-"):
         h = histories[size]
         ax.plot([0] + [e["step"] for e in h.epochs],
                 [acc["low at full, not fine-tuned" if size == H else "low"]] + [e["test_acc"] for e in h.epochs],
-                marker=marker, ls=ls, color="C0" if size == H else "C1", label=label.format(size=size))
+                marker=marker, ls=ls, mfc="none" if ls != "-" else None,    # open markers: the second rate
+                color="C0" if size == H else "C1", label=label.format(size=size))
 
 
 augmented = D.DeviceLoader(train_data, R.batch_size, seed=0, device=DEVICE, **R.augment)
@@ -1015,8 +1033,8 @@ print(f"Plainly: the {LOW_SIZE}-px model alone scores {acc['low']:.2%} for {cost
 # The second measurement stated before the training cell: the same pair fine-tuned at 5x the
 # learning rate (`FT_LR_HIGH`), trained in that cell beside the first pair. Its reading, as stated
 # there: a change d_high - d of at least (0.005 - d) / 2 is consistent with a first fine-tuning too
-# gentle for the arm that adapts, and the paired 95% interval of the change says how sure either
-# reading is. A diagnostic: ViT 3.2 stays judged on the first pair.
+# gentle for the arm that adapts, a smaller one does not show it, and the paired 95% interval of the
+# change says how sure either reading is. A diagnostic: ViT 3.2 stays judged on the first pair.
 
 # %%
 correct_high = {size: test_correct(tuned_high[size], size) for size in (LOW_SIZE, H)}
@@ -1030,7 +1048,7 @@ ax.set_ylim(min(end_accs) - 0.01, max(end_accs + [acc["native"]]) + 0.005)   # t
 ax.set(xlabel="fine-tuning step", ylabel="test accuracy",
        title=f"Fine-tuning the {LOW_SIZE}-px model at two learning rates\n(the {H}-px arms start at "
              f"{acc['low at full, not fine-tuned']:.2f}, below the axis)")
-ax.legend(fontsize=8)
+ax.legend(fontsize=8, handlelength=3.5, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
 plt.show()
 high_regime = regime(ft_steps, {f"at {size} px": [e["test_acc"] for e in ft_history_high[size].epochs]
                                 for size in (H, LOW_SIZE)}, PLATEAU)
@@ -1054,29 +1072,34 @@ print(f"{H} px minus {LOW_SIZE} px: {points(vit32.mean)} at learning rate {FT_LR
 sure = (f"the change's 95% interval, {100 * (change.mean - change.half_width):+.2f} to "
         f"{100 * (change.mean + change.half_width):+.2f} points, "
         + ("contains the bar, so the test images' sampling noise alone could put it on the other side" if undecided
-           else "lies on one side of the bar"))
+           else "lies on one side of the bar")
+        + f" (it covers the test images' noise, not a rerun's: section 4's two seeds ended "
+          f"{100 * (max(accs) - min(accs)):.2f} points apart)")
 if vit32.mean >= 0.005:
     why_vit32 = "the first pair already shows the gain; the higher rate is a check that it is not an accident of the rate"
 elif gentle:
     why_vit32 = (f"at 5x the rate the {H}-px arm gains {points(moved[H])} and the {LOW_SIZE}-px "
                  f"arm {points(moved[LOW_SIZE])}, so the gap shrinks from {points(vit32.mean)} to "
                  f"{points(vit32_high.mean)}; the change, {points(change.mean)}, closes "
-                 f"{change.mean / (0.005 - vit32.mean):.0%} of what the first pair lacked (the rule asks 50%)"
-                 + (": undecided, because the change's 95% interval, "
-                    f"{100 * (change.mean - change.half_width):+.2f} to {100 * (change.mean + change.half_width):+.2f} "
-                    "points, contains the bar; this pair shows neither a too-gentle first fine-tuning nor its absence"
-                    if undecided else
-                    ": consistent with a first fine-tuning too gentle for the arm that changes grid, though the gap "
-                    f"is still negative; {sure}"))
+                 f"{change.mean / (0.005 - vit32.mean):.0%} of what the first pair lacked (the rule asks 50%): "
+                 f"consistent with a first fine-tuning too gentle for the arm that changes grid, though the gap is "
+                 f"still negative; {sure}")
 else:
     why_vit32 = (f"the higher rate does not show a too-gentle fine-tuning: the change of the difference, "
                  f"{points(change.mean)}, closes {change.mean / (0.005 - vit32.mean):.0%} of what the first pair "
                  f"lacked (the rule asks 50%); at 5x the rate the {H}-px arm moves {points(moved[H])} and the "
                  f"{LOW_SIZE}-px arm {points(moved[LOW_SIZE])}; {sure}")
+high_line = (f"{H} px minus {LOW_SIZE} px at 5x the rate: {points(vit32_high.mean)}, 95% interval "
+             f"{100 * (vit32_high.mean - vit32_high.half_width):+.2f} to {100 * (vit32_high.mean + vit32_high.half_width):+.2f}"
+             f" points: " + ("ViT 3.2's bar (+0.50, interval above 0) is met at this rate"
+                             if vit32_high.mean >= 0.005 and vit32_high.mean - vit32_high.half_width > 0 else
+                             "ViT 3.2's bar (+0.50, interval above 0) is not met at this rate either"
+                             if vit32.mean < 0.005 else "ViT 3.2's bar (+0.50, interval above 0) is not met at this rate"))
 print("Reading:", why_vit32 + ".")
+print(high_line)
 
 # %% [markdown]
-# What to see: the solid curves are the first pair, the dashed ones the same pair at 5x the
+# What to see: the solid curves are the first pair, the dashed ones (open markers) the same pair at 5x the
 # learning rate; blue is the arm fine-tuned at the full size, orange the one that stayed at
 # `LOW_SIZE`. Compare, at the right end, how far each blue curve ends below its orange partner, and
 # whether a curve is still climbing in the grey band, where the convergence check reads it.
@@ -1097,6 +1120,11 @@ print("Reading:", why_vit32 + ".")
 # lower than ViT 3.2's 0.5 because this change costs no training at all: testing at another size is
 # free, so a smaller gain is still worth having. Its model was pre-trained at the start of this
 # section, beside the control (the same epochs, data order and initial weights).
+# Known before the run, and against FixRes here: nothing is fine-tuned at the larger test size
+# (FixRes itself fine-tunes there), so a test one patch row larger also pays for position embeddings
+# interpolated and never trained, a cost section 8's table shows at 28 px (its "(interpolated)"
+# row). That cost may outweigh any size-mismatch gain, so a NO on this test can come from it: the
+# zoom below, on the training grid, is the second measurement for that reason.
 # (Testing the control, trained without zooming crops, at a larger size makes each garment larger
 # in pixels than anything it saw in training: that creates the size mismatch FixRes removes, so the
 # control is expected to lose.)
@@ -1123,7 +1151,8 @@ fig, ax = plt.subplots(figsize=(6, 3.5))
 for (name, accs_s), marker in zip(fixres.items(), "os"):
     ax.plot(TEST_SIZES, accs_s, marker=marker, label=f"trained at {LOW_SIZE} px with {name}")
 ax.axvline(LOW_SIZE, color="gray", ls=":", label="training resolution")
-ax.set(xlabel="test resolution (px)", ylabel="test accuracy", title="Testing at and above the training resolution")
+ax.set(xlabel="test resolution (px)", ylabel="test accuracy", title="Testing at and above the training resolution",
+       xticks=TEST_SIZES)
 ax.legend(fontsize=8)
 plt.show()
 for name, accs_s in fixres.items():
@@ -1171,14 +1200,18 @@ print("Reading: " + (
     "zooming in helps neither model, so this test does not show the size mismatch FixRes removes (objects looking "
     "too small at test after zooming crops); it cannot tell a missing mismatch from a lost outline either, since a "
     "central zoom also cuts off the garment's border"
-    + (f". The zooming crops did teach tolerance of zoomed-in, cut views: zooming costs the RandomResizedCrop model "
-       f"{points(zoom_part['RandomResizedCrop'])} at zoom {FRACTIONS[k]:.1f}, against the control's "
-       f"{points(zoom_part['translations only'])}"
+    + (f". The zooming crops did teach tolerance of zoomed-in, cut views: at zoom {FRACTIONS[k]:.1f} the RandomResizedCrop model "
+       f"changes by {points(zoom_part['RandomResizedCrop'])}, the control by {points(zoom_part['translations only'])}"
        if zoom_part["RandomResizedCrop"] > zoom_part["translations only"] else "")
     + ". A likely reason, not measured here: Fashion-MNIST's garments are centred and fill the frame, so a central "
-      "zoom cuts off their outline (sleeves, hems), while ImageNet's objects sit in background that a zoom can lose. "
+      "zoom cuts off their outline (sleeves, hems), while ImageNet's objects sit in background that a zoom can cut away without losing the object. "
       f"Also, unlike FixRes's own recipe, nothing here is fine-tuned at {TEST_SIZES[1]} px, so that test also pays for "
       "position embeddings interpolated and never trained (section 8 measured what a new grid without fine-tuning costs at 28 px)."))
+
+# %% [markdown]
+# What to see in the resolution figure: both lines start at the training resolution (dotted). FixRes
+# predicts that the RandomResizedCrop line rises to the right of it, at least one patch row up, and
+# that the control falls; the printed differences and their intervals are what is judged.
 
 # %% [markdown]
 # ## 9. What the ViT does not know: inductive bias
@@ -1251,7 +1284,8 @@ for (name, accs_k), marker, colour in zip(shift_acc.items(), "os", ("tab:blue", 
     ax.plot(SHIFTS, accs_k, marker=marker, color=colour, label=name)
     ax.axvline(trained_shift[name] + 0.03 * (colour == "tab:orange"), color=colour, ls=":",
                label=f"largest shift in the {name}'s training ({trained_shift[name]} px)")
-ax.set(xlabel="shift of the test images (pixels)", ylabel="test accuracy", title="Accuracy on shifted test images")
+ax.set(xlabel="shift of the test images (pixels)", ylabel="test accuracy", title="Accuracy on shifted test images",
+       xticks=SHIFTS)
 ax.legend(fontsize=8)
 plt.show()
 for name, accs_k in shift_acc.items():
@@ -1268,7 +1302,7 @@ print(f"From 0 to {SHIFTS[-1]} px (a shift of {SHIFTS[-1] / cfg.patch_size:g} pa
       f"Training shifts: ViT up to {trained_shift['ViT']} px, ResNet up to {trained_shift[R_CNN.model]} px"
       f"{' with flips' if R_CNN.augment.get('flip') else ''}.")
 if either < SHIFTS[-1]:
-    print(f"Beyond both training ranges, from {either} to {SHIFTS[-1]} px: "
+    print(f"From the larger training shift ({either} px) to {SHIFTS[-1]} px: "
           + ", ".join(f"{name} {a:.2%} -> {b:.2%} ({points(b - a)})" for name, (a, b) in outside.items()) + ".")
 
 # %% [markdown]
@@ -1352,7 +1386,7 @@ if TARGET_ACC is not None:
                          + ("no sign of over-fitting (less than 2 points)" if no_overfit else "over-fitting (2 points or more)")
                          + "; second measurement, on 10,000 un-augmented training images: "
                          + ", ".join(f"{seen_acc[s]:.2%}" for s in seed_models)
-                         + (": under-fitting (within 2 points of test)" if underfit else ": 2 points or more above test")
+                         + ": " + fit_reading
                          + f". Chapter 00's ResNet: {cnn_acc:.2%} in {R_CNN.epochs} epochs"),
                holds=mean_acc >= TARGET_ACC)
 claims.add("ViT 3.2", "fine-tuning at a higher resolution than pre-training beats fine-tuning at it",
@@ -1363,7 +1397,8 @@ claims.add("ViT 3.2", "fine-tuning at a higher resolution than pre-training beat
                f"{100 * (vit32.mean - vit32.half_width):+.2f} to {100 * (vit32.mean + vit32.half_width):+.2f}; needs "
                f">= +0.50 points). The {LOW_SIZE}-px model alone: {acc['low']:.2%} for "
                f"{cost['low'] / cost['native']:.0%} of the native model's compute (native: {acc['native']:.2%}). "
-               f"Second measurement, 5x the fine-tuning rate: " + why_vit32),
+               f"Second measurement, 5x the fine-tuning rate: " + why_vit32 + "; " + high_line
+               + ("; NO at both rates" if vit32.mean < 0.005 and vit32_high.mean < 0.005 else "")),
            holds=vit32.mean >= 0.005 and vit32.mean - vit32.half_width > 0)
 claims.add("FixRes", "after RandomResizedCrop training, a test resolution above the training one is better",
            measured=(f"trained at {LOW_SIZE} px: tested at {LOW_SIZE} px {fixres['RandomResizedCrop'][0]:.2%}, "
@@ -1444,11 +1479,12 @@ ex.tokens_at_384.check(tokens_at_384)
 # 4. Replace the learned position embedding by the fixed one of section 6
 #    (`analysis.sincos_2d_embedding`) and train. Compare the accuracy and the two structure statistics.
 # 5. FixRes on ImageNet crops 8-100% of the area; section 8 crops 35-100% (`CROP_SCALE`). Set
-#    `CROP_SCALE = (0.08, 1.0)` and re-run the FixRes cells: by FixRes's argument (printed there),
+#    `CROP_SCALE = (0.08, 1.0)` in section 8's first cell and re-run it and the FixRes cells: by FixRes's argument (printed there),
 #    where should the best test size move, and does it?
 # 6. Section 8's second measurement gave the arm that adapts a higher learning rate. Give it more
-#    steps instead: set `FT_EPOCHS` to twice its value and re-run the ViT 3.2 cells (the runs are
-#    keyed by their steps, so the first pair stays on disk). Does the gap close, and does the 28-px
+#    steps instead: set `FT_EPOCHS` to twice its value and re-run section 8's cells (the runs are
+#    keyed by their steps, so the first runs stay on disk; the first cell fine-tunes both learning
+#    rates' pairs at the new length, four runs, two at a time). Does the gap close, and does the 28-px
 #    curve still climb in the checked window?
 # 7. Load timm's `vit_tiny_patch16_224` with `pretrained=True` (needs a download) through
 #    `vitcourse.models.convert.vit_from_timm` and measure the grid-neighbour share of its position
