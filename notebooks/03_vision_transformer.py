@@ -942,7 +942,8 @@ for size in (H, LOW_SIZE):
         fine_tuning(size), fine_tuning(size, lr=FT_LR_HIGH), device=DEVICE)
 ft_minutes = {s: sum(e["seconds"] for e in ft_history[s].epochs) / 60 for s in (LOW_SIZE, H)}
 each = threads_each(2, DEVICE)
-print(f"pre-trained at {LOW_SIZE} px ({LOW_GRID}x{LOW_GRID} patches) for {LOW_EPOCHS} epochs in {low_s / 60:.1f} min; "
+print(f"pre-trained at {LOW_SIZE} px ({LOW_GRID}x{LOW_GRID} patches) for {LOW_EPOCHS} epochs in {low_s / 60:.1f} min "
+      f"(FixRes's model, with zooming crops, in {zoom_s / 60:.1f}); "
       f"fine-tuned for {FT_STEPS} steps ({FT_EPOCHS} epochs) at {LOW_SIZE} px and at {H} px in "
       f"{ft_minutes[LOW_SIZE]:.1f} and {ft_minutes[H]:.1f} min"
       + (f" (two trainings at a time, on {each} thread{'s' * (each > 1)} each)" if each else ""))
@@ -1067,7 +1068,6 @@ gentle = vit32.mean < 0.005 and change.mean >= closed_needed
 undecided = change.mean - change.half_width <= closed_needed <= change.mean + change.half_width
 moved = {size: correct_high[size].mean().item() - acc["fine-tuned full" if size == H else "fine-tuned low"]
          for size in (H, LOW_SIZE)}
-rise_high = high_regime.rise[f"at {H} px"]
 print(f"{H} px minus {LOW_SIZE} px: {points(vit32.mean)} at learning rate {FT_LR:.0e}, {points(vit32_high.mean)} at "
       f"{FT_LR_HIGH:.0e}; fine-tuned at {H} px: {acc['fine-tuned full']:.2%} -> {correct_high[H].mean().item():.2%} "
       f"({points(moved[H])}), at {LOW_SIZE} px: {acc['fine-tuned low']:.2%} -> "
